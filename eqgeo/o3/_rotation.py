@@ -39,15 +39,15 @@ def _dtype(dtype):
     return torch.get_default_dtype() if dtype is None else dtype
 
 
-def rand_quaternion(*shape, dtype=None, device=None) -> torch.Tensor:
+def rand_quaternion(*shape, dtype=None, device=None, generator=None) -> torch.Tensor:
     """Uniformly (Haar) distributed unit quaternions ``(*shape, 4)``, real part first."""
-    q = torch.randn(*shape, 4, dtype=_dtype(dtype), device=device)
+    q = torch.randn(*shape, 4, dtype=_dtype(dtype), device=device, generator=generator)
     return q / q.norm(dim=-1, keepdim=True)
 
 
-def rand_matrix(*shape, dtype=None, device=None) -> torch.Tensor:
+def rand_matrix(*shape, dtype=None, device=None, generator=None) -> torch.Tensor:
     """Uniformly (Haar) distributed rotation matrices ``(*shape, 3, 3)``, det = +1."""
-    return quaternion_to_matrix(rand_quaternion(*shape, dtype=dtype, device=device))
+    return quaternion_to_matrix(rand_quaternion(*shape, dtype=dtype, device=device, generator=generator))
 
 
 def rand_angles(*shape, dtype=None, device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

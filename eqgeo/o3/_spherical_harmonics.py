@@ -230,15 +230,25 @@ def _evaluate(x: torch.Tensor, ls: Sequence[int], normalize: bool, steps, sel, s
 _TABLES: dict = {}
 
 
+@torch.compiler.disable
+def _build_tables(key):
+    ls, normalization, dtype, device = key
+    cd = _compute_dtype(dtype, max(ls))
+    steps = [torch.tensor(_step_np(l, normalization), dtype=cd, device=device) for l in range(1, max(ls))]
+    sel = torch.tensor(_selection(ls), dtype=cd, device=device)
+    _TABLES[key] = (steps, sel)
+
+
 def _tables(ls: tuple[int, ...], normalization: str, dtype: torch.dtype, device: torch.device):
+    """Tables of the functional form, cached per (ls, normalization, dtype, device).
+
+    They are built outside any compiled graph; under ``torch.compile`` a configuration seen
+    for the first time costs one graph break (the module form has none).
+    """
     key = (ls, normalization, dtype, device)
-    out = _TABLES.get(key)
-    if out is None:
-        cd = _compute_dtype(dtype, max(ls))
-        steps = [torch.tensor(_step_np(l, normalization), dtype=cd, device=device) for l in range(1, max(ls))]
-        sel = torch.tensor(_selection(ls), dtype=cd, device=device)
-        out = _TABLES[key] = (steps, sel)
-    return out
+    if key not in _TABLES:
+        _build_tables(key)
+    return _TABLES[key]
 
 
 def spherical_harmonics(
