@@ -217,11 +217,14 @@ _PAIR_FUNCTIONS = {"vesin": _pairs_vesin, "torch_cluster": _pairs_torch_cluster,
 # ------------------------------------------------------------------------------------------
 
 
-def _sort_edges(src: Tensor, dst: Tensor, shifts: Tensor, dist: Tensor):
+def _sort_edges(src: Tensor, dst: Tensor, shifts: Tensor, dist: Tensor, num_nodes: int):
     """Sort by centre, then source, then shift (stable sorts, least significant key first)."""
     order = torch.arange(src.numel())
-    for key in (shifts[:, 2], shifts[:, 1], shifts[:, 0], src, dst):
-        order = order[torch.sort(key[order], stable=True).indices]
+    if bool(shifts.any()):
+        for key in (shifts[:, 2], shifts[:, 1], shifts[:, 0]):
+            order = order[torch.sort(key[order], stable=True).indices]
+    pair = dst[order] * num_nodes + src[order]
+    order = order[torch.sort(pair, stable=True).indices]
     return src[order], dst[order], shifts[order], dist[order]
 
 
@@ -242,10 +245,10 @@ def _graph_pairs(pos: Tensor, r: float, cell: Tensor, pbc: Tensor, backend: str,
     keep = (dist > 0) & (dist < r)
     src, dst, shifts, dist = src[keep], dst[keep], shifts[keep], dist[keep]
     # Sort first so that ties in the nearest-k selection break the same way in every backend.
-    src, dst, shifts, dist = _sort_edges(src, dst, shifts, dist)
+    src, dst, shifts, dist = _sort_edges(src, dst, shifts, dist, pos.shape[0])
     if max_num_neighbors is not None:
         src, dst, shifts, dist = _keep_nearest(src, dst, shifts, dist, max_num_neighbors, pos.shape[0])
-        src, dst, shifts, dist = _sort_edges(src, dst, shifts, dist)
+        src, dst, shifts, dist = _sort_edges(src, dst, shifts, dist, pos.shape[0])
     return src, dst, shifts
 
 
