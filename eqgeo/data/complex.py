@@ -78,6 +78,7 @@ def complex_graph(
     cross_cutoff: float = 5.0,
     whole_residues: bool = False,
     ligand_copy_tolerance: float = 1.0,
+    pocket_around: Tensor | None = None,
 ) -> Data:
     """Graph of a protein–ligand complex: ligand atoms and the protein pocket around them.
 
@@ -92,6 +93,9 @@ def complex_graph(
         ligand_copy_tolerance: HETATM residues with an atom this close (Å) to a ligand atom
             are the ligand itself (raw PDB entries keep it) and are removed; the number of
             atoms removed is stored as ``num_removed_ligand_atoms``.
+        pocket_around: positions ``(M, 3)`` to crop the pocket and find ligand copies around
+            instead of the ligand's (e.g. the crystal pose when ``ligand`` is a docking start
+            conformer placed elsewhere).
 
     Returns:
         ``Data`` with the node fields of both sides (``node_type`` 0 for ligand, 1 for protein;
@@ -104,9 +108,10 @@ def complex_graph(
         ``cross_edge_index`` ``(2, 2C)``.
     """
     ligand_pos = ligand[K.POSITION]
-    protein, removed = remove_ligand_copies(protein, ligand_pos, ligand_copy_tolerance)
+    site = ligand_pos if pocket_around is None else pocket_around
+    protein, removed = remove_ligand_copies(protein, site, ligand_copy_tolerance)
     parents = protein[K.PARENT_ATOM] if K.PARENT_ATOM in protein else None
-    pocket = select_pocket(protein, ligand_pos, pocket_radius, whole_residues=whole_residues)
+    pocket = select_pocket(protein, site, pocket_radius, whole_residues=whole_residues)
     if parents is not None:  # number pocket atoms in the file's protein, not the de-duplicated one
         pocket[K.PARENT_ATOM] = parents[pocket[K.PARENT_ATOM]]
     num_ligand = ligand.num_nodes
