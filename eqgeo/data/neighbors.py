@@ -30,6 +30,7 @@ import itertools
 import logging
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch_geometric.data import Data
@@ -142,7 +143,7 @@ def _graph_cells(cell: Tensor | None, pbc, num_graphs: int) -> tuple[Tensor, Ten
 
 
 # ------------------------------------------------------------------------------------------
-# backends: each returns (src, dst, shifts, dist) for one graph with local node numbers
+# backends: each returns numpy (src, dst, shifts, dist) for one graph with local node numbers
 # ------------------------------------------------------------------------------------------
 
 
@@ -154,12 +155,7 @@ def _pairs_vesin(pos: Tensor, r: float, cell: Tensor, pbc: Tensor):
     nl = vesin.NeighborList(cutoff=float(r), full_list=True)
     i, j, s, d = nl.compute(points, box, pbc.tolist(), quantities="ijSd", copy=True)
     # vesin's pair vector is x_j - x_i + S @ box: j is our source, i our centre.
-    return (
-        torch.from_numpy(j.astype("int64")),
-        torch.from_numpy(i.astype("int64")),
-        torch.from_numpy(s.astype("int64")).reshape(-1, 3),
-        torch.from_numpy(d),
-    )
+    return j.astype(np.int64), i.astype(np.int64), s.astype(np.int64).reshape(-1, 3), d
 
 
 def _pairs_torch_cluster(pos: Tensor, r: float, cell: Tensor, pbc: Tensor):
@@ -169,7 +165,7 @@ def _pairs_torch_cluster(pos: Tensor, r: float, cell: Tensor, pbc: Tensor):
     ei = torch_cluster.radius_graph(pos.detach(), r=float(r), loop=False, max_num_neighbors=max(n, 1), flow="source_to_target")
     ei = ei.cpu()
     d = (pos.detach().cpu().double()[ei[0]] - pos.detach().cpu().double()[ei[1]]).norm(dim=-1)
-    return ei[0], ei[1], torch.zeros(ei.shape[1], 3, dtype=torch.long), d
+    return ei[0].numpy(), ei[1].numpy(), np.zeros((ei.shape[1], 3), dtype=np.int64), d.numpy()
 
 
 def _shift_range(cell: Tensor, pbc: Tensor, r: float) -> list[int]:
@@ -204,9 +200,8 @@ def _pairs_brute(pos: Tensor, r: float, cell: Tensor, pbc: Tensor):
             out_shift.append(torch.tensor(shift, dtype=torch.long).expand(src.numel(), 3))
             out_d.append(d[dst, src])
     if not out_src:
-        empty = torch.zeros(0, dtype=torch.long)
-        return empty, empty, torch.zeros(0, 3, dtype=torch.long), torch.zeros(0, dtype=torch.float64)
-    return torch.cat(out_src), torch.cat(out_dst), torch.cat(out_shift), torch.cat(out_d)
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 3), np.int64), np.zeros(0)
+    return torch.cat(out_src).numpy(), torch.cat(out_dst).numpy(), torch.cat(out_shift).numpy(), torch.cat(out_d).numpy()
 
 
 _PAIR_FUNCTIONS = {"vesin": _pairs_vesin, "torch_cluster": _pairs_torch_cluster, "brute": _pairs_brute}
@@ -217,39 +212,58 @@ _PAIR_FUNCTIONS = {"vesin": _pairs_vesin, "torch_cluster": _pairs_torch_cluster,
 # ------------------------------------------------------------------------------------------
 
 
-def _sort_edges(src: Tensor, dst: Tensor, shifts: Tensor, dist: Tensor, num_nodes: int):
-    """Sort by centre, then source, then shift (stable sorts, least significant key first)."""
-    order = torch.arange(src.numel())
-    if bool(shifts.any()):
-        for key in (shifts[:, 2], shifts[:, 1], shifts[:, 0]):
-            order = order[torch.sort(key[order], stable=True).indices]
-    pair = dst[order] * num_nodes + src[order]
-    order = order[torch.sort(pair, stable=True).indices]
-    return src[order], dst[order], shifts[order], dist[order]
+def _sort_order(src: np.ndarray, dst: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+    """Order by centre, then source, then shift."""
+    if shifts.size and shifts.any():
+        return np.lexsort((shifts[:, 2], shifts[:, 1], shifts[:, 0], src, dst))
+    return np.argsort(dst * (int(src.max(initial=0)) + 1) + src, kind="stable")
 
 
-def _keep_nearest(src: Tensor, dst: Tensor, shifts: Tensor, dist: Tensor, k: int, num_nodes: int):
-    """Keep the ``k`` nearest sources of every centre (ties: lower source, then shift, first)."""
-    order = torch.sort(dist, stable=True).indices
-    order = order[torch.sort(dst[order], stable=True).indices]
+def _nearest_mask(dst: np.ndarray, dist: np.ndarray, k: int) -> np.ndarray:
+    """Mask of the ``k`` nearest sources of every centre; edges must be sorted by centre already,
+    so ties in distance keep the lower source (then shift) first."""
+    order = np.lexsort((dist, dst))  # stable: ties keep the sorted (source, shift) order
     dst_sorted = dst[order]
-    counts = torch.bincount(dst_sorted, minlength=num_nodes)
-    start = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)[:-1]])
-    rank = torch.arange(order.numel()) - start[dst_sorted]
-    keep = order[rank < k]
-    return src[keep], dst[keep], shifts[keep], dist[keep]
+    first = np.searchsorted(dst_sorted, dst_sorted, side="left")
+    rank = np.arange(order.size) - first
+    keep = np.zeros(order.size, dtype=bool)
+    keep[order[rank < k]] = True
+    return keep
 
 
 def _graph_pairs(pos: Tensor, r: float, cell: Tensor, pbc: Tensor, backend: str, max_num_neighbors: int | None):
-    src, dst, shifts, dist = _PAIR_FUNCTIONS[backend](pos, r, cell, pbc)
+    src, dst, shifts, dist = (np.asarray(a) for a in _PAIR_FUNCTIONS[backend](pos, r, cell, pbc))
     keep = (dist > 0) & (dist < r)
-    src, dst, shifts, dist = src[keep], dst[keep], shifts[keep], dist[keep]
-    # Sort first so that ties in the nearest-k selection break the same way in every backend.
-    src, dst, shifts, dist = _sort_edges(src, dst, shifts, dist, pos.shape[0])
+    if not keep.all():
+        src, dst, shifts, dist = src[keep], dst[keep], shifts[keep], dist[keep]
+    periodic = bool(shifts.any())
+    order = _sort_order(src, dst, shifts)
+    src, dst = src[order], dst[order]
+    shifts = shifts[order] if periodic else np.zeros((src.size, 3), dtype=np.int64)
     if max_num_neighbors is not None:
-        src, dst, shifts, dist = _keep_nearest(src, dst, shifts, dist, max_num_neighbors, pos.shape[0])
-        src, dst, shifts, dist = _sort_edges(src, dst, shifts, dist, pos.shape[0])
-    return src, dst, shifts
+        dist = dist[order]
+        keep = _nearest_mask(dst, dist, max_num_neighbors)
+        src, dst, shifts = src[keep], dst[keep], shifts[keep]
+    return torch.from_numpy(src), torch.from_numpy(dst), torch.from_numpy(shifts)
+
+
+def _side_by_side(pos: Tensor, ptr: Tensor, r: float) -> Tensor:
+    """Float64 positions with each graph translated along x so that graphs are > r apart.
+
+    A translation leaves the distances within a graph unchanged (up to float64 rounding of
+    the offsets, ~1e-13 Å), and puts every pair from two graphs further apart than ``r``.
+    """
+    x = pos.detach().cpu().to(torch.float64)
+    counts = ptr[1:] - ptr[:-1]
+    batch = torch.repeat_interleave(torch.arange(counts.numel()), counts)
+    num_graphs = counts.numel()
+    lo = torch.full((num_graphs, 3), float("inf"), dtype=torch.float64).scatter_reduce(0, batch[:, None].expand(-1, 3), x, "amin")
+    hi = torch.full((num_graphs, 3), -float("inf"), dtype=torch.float64).scatter_reduce(0, batch[:, None].expand(-1, 3), x, "amax")
+    width = torch.where(counts > 0, hi[:, 0] - lo[:, 0], torch.zeros(())) + r + 1.0
+    start = torch.cat([torch.zeros(1, dtype=torch.float64), width.cumsum(0)[:-1]])
+    shifted = x - lo[batch]
+    shifted[:, 0] += start[batch]
+    return shifted
 
 
 def radius_graph(
@@ -302,6 +316,12 @@ def radius_graph(
     cells, pbcs = _graph_cells(cell, pbc, ptr.numel() - 1)
     backend = resolve_backend(backend, periodic=bool(pbcs.any()), device=pos.device)
     log.debug("radius_graph: backend %r, %d graphs, r=%g", backend, ptr.numel() - 1, r)
+
+    if backend == "vesin" and ptr.numel() > 2 and not bool(pbcs.any()):
+        # one vesin call for the whole batch: graphs side by side, further apart than r
+        src, dst, shifts = _graph_pairs(_side_by_side(pos, ptr, r), r, cells[0], pbcs[0], backend, max_num_neighbors)
+        edge_index = torch.stack([src, dst]).to(pos.device)
+        return edge_index if cell is None else (edge_index, shifts.to(pos.device))
 
     parts_src, parts_dst, parts_shift = [], [], []
     for g in range(ptr.numel() - 1):

@@ -109,6 +109,8 @@ def test_backend_matches_brute_force_non_periodic(backend, dtype):
     got = radius_graph(pos, 2.0, batch, backend=backend)
     assert torch.equal(got, expected)
     assert got.shape[1] > 500
+    nearest = radius_graph(pos, 2.0, batch, max_num_neighbors=3, backend=backend)
+    assert torch.equal(nearest, radius_graph(pos, 2.0, batch, max_num_neighbors=3, backend="brute"))
 
 
 @pytest.mark.parametrize("scale", [0.7, 1.5, 3.0, 6.0])
