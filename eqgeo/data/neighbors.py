@@ -114,6 +114,8 @@ def _graph_pointer(batch: Tensor | None, num_nodes: int) -> Tensor:
 def _graph_cells(cell: Tensor | None, pbc, num_graphs: int) -> tuple[Tensor, Tensor]:
     """Cells ``(G, 3, 3)`` float64 and pbc ``(G, 3)`` bool, one per graph."""
     if cell is None:
+        if pbc is not None and bool(torch.as_tensor(pbc).any()):
+            raise ValueError("pbc was given without a cell")
         return torch.zeros(num_graphs, 3, 3, dtype=torch.float64), torch.zeros(num_graphs, 3, dtype=torch.bool)
     cell = cell.detach().cpu().to(torch.float64)
     if cell.shape == (3, 3):

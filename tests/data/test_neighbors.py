@@ -231,6 +231,7 @@ def test_backend_choice_is_explicit():
         (dict(pos=torch.zeros(3, 2)), "shape"),
         (dict(pos=torch.zeros(3, 3), batch=torch.tensor([1, 0, 0])), "sorted"),
         (dict(pos=torch.zeros(3, 3), cell=torch.zeros(3, 3)), "singular"),
+        (dict(pos=torch.zeros(3, 3), pbc=True), "without a cell"),
         (dict(pos=torch.zeros(3, 3), cell=torch.eye(3).expand(2, 3, 3)), "2 matrices for 1 graphs"),
     ],
 )
@@ -246,3 +247,19 @@ def test_large_protein_sized_input_runs():
     edge_index = radius_graph(pos, 5.0)
     assert edge_index.shape[1] > 0
     assert bool((edge_vectors(pos, edge_index).norm(dim=-1) < 5.0).all())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_tensors_stay_on_their_device():
+    generator = torch.Generator().manual_seed(8)
+    cells = torch.stack([random_cell(generator, 2.0) for _ in range(2)])
+    pos = torch.rand(8, 3, generator=generator, dtype=torch.float64)
+    batch = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    expected = radius_graph(pos, 2.5, batch, cell=cells)
+    got = radius_graph(pos.cuda(), 2.5, batch.cuda(), cell=cells.cuda(), backend="vesin")
+    assert got[0].is_cuda and got[1].is_cuda
+    assert torch.equal(got[0].cpu(), expected[0]) and torch.equal(got[1].cpu(), expected[1])
+    vec = edge_vectors(pos.cuda().requires_grad_(), got[0], got[1], cells.cuda(), batch.cuda())
+    vec.square().sum().backward()
+    data = RadiusGraph(2.5)(Batch.from_data_list([Data(pos=pos[:4]), Data(pos=pos[4:])]).to("cuda"))
+    assert data[keys.EDGE_INDEX].is_cuda
