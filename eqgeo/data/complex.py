@@ -127,7 +127,7 @@ def complex_graph(
     data[K.BOND_INDEX] = ligand[K.BOND_INDEX]
     data[K.BOND_TYPE] = ligand[K.BOND_TYPE]
     data[K.CROSS_EDGE_INDEX] = _cross_edges(ligand_pos, pocket[K.POSITION], cross_cutoff, num_ligand)
-    data.num_ligand_atoms = num_ligand
-    data.num_removed_ligand_atoms = removed
+    data[K.NUM_LIGAND_ATOMS] = num_ligand
+    data[K.NUM_REMOVED_LIGAND] = removed
     data[K.NAME] = protein[K.NAME]
     return data

@@ -60,6 +60,11 @@ TARGET               ``y``                         float64   ``(1, T)`` regressi
 NAME                 ``name``                      str       record name (file stem, QM9 id, PDB id)
 SMILES               ``smiles``                    str       SMILES, when known
 CHAIN_NAMES          ``chain_names``               str       chain letters in ``chain_id`` order, e.g. ``"HL"``
+MOLECULE_INDEX       ``idx``                       long      ``(1,)`` index of the molecule in its source (QM9 number)
+NUM_LIGAND_ATOMS     ``num_ligand_atoms``          int       complexes: ligand atoms are nodes ``0..num_ligand_atoms-1``
+NUM_REMOVED_LIGAND   ``num_removed_ligand_atoms``  int       complexes: HETATM atoms removed as copies of the ligand
+LIGAND_FILE          ``ligand_file``               str       complexes: the ligand file the graph was built from
+LAYOUT               ``layout``                    str       complexes: ``"posebusters"`` or ``"pdbbind"``
 ==================== ============================= ========= =====================================
 
 Batching turns graph fields into ``(num_graphs, ...)``: ``cell`` becomes ``(num_graphs, 3, 3)``
@@ -97,6 +102,11 @@ __all__ = [
     "NAME",
     "SMILES",
     "CHAIN_NAMES",
+    "MOLECULE_INDEX",
+    "NUM_LIGAND_ATOMS",
+    "NUM_REMOVED_LIGAND",
+    "LIGAND_FILE",
+    "LAYOUT",
     "BATCH",
     "NODE_LIGAND",
     "NODE_PROTEIN",
@@ -141,6 +151,11 @@ TARGET = "y"
 NAME = "name"
 SMILES = "smiles"
 CHAIN_NAMES = "chain_names"
+MOLECULE_INDEX = "idx"
+NUM_LIGAND_ATOMS = "num_ligand_atoms"
+NUM_REMOVED_LIGAND = "num_removed_ligand_atoms"
+LIGAND_FILE = "ligand_file"
+LAYOUT = "layout"
 BATCH = "batch"
 
 # --- vocabularies --------------------------------------------------------------------------

@@ -116,8 +116,8 @@ def complex_from_files(files: ComplexFiles, ligand: str, pocket_radius: float, c
         protein, ligand_graph, pocket_radius=pocket_radius, cross_cutoff=cross_cutoff, pocket_around=crystal[K.POSITION]
     )
     data[K.NAME] = files.name
-    data.ligand_file = ligand_path.name
-    data.layout = files.layout
+    data[K.LIGAND_FILE] = ligand_path.name
+    data[K.LAYOUT] = files.layout
     return data
 
 

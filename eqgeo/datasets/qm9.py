@@ -178,7 +178,7 @@ def _molecule(z: list[int], pos: torch.Tensor, y: list[float], index: int, smile
     data[K.TARGET] = torch.tensor([y], dtype=torch.float64)
     data[K.SMILES] = smiles
     data[K.NAME] = f"gdb_{index}"
-    data.idx = torch.tensor([index])
+    data[K.MOLECULE_INDEX] = torch.tensor([index])
     return data
 
 
