@@ -1,0 +1,25 @@
+"""Equivariant building blocks as ``torch.nn.Module``s (e3nn-compatible numbers and layouts)."""
+
+from .dropout import IrrepsDropout
+from .gate import Gate, Normalize2Mom
+from .layer_norm import EquivariantLayerNorm
+from .linear import Linear
+from .norm_activation import NormActivation
+from .radial import BesselBasis, GaussianBasis, PolynomialCutoff, RadialEmbedding, RadialMLP
+from .tensor_product import FullyConnectedTensorProduct, TensorProduct
+
+__all__ = [
+    "Linear",
+    "TensorProduct",
+    "FullyConnectedTensorProduct",
+    "Gate",
+    "Normalize2Mom",
+    "NormActivation",
+    "EquivariantLayerNorm",
+    "IrrepsDropout",
+    "BesselBasis",
+    "GaussianBasis",
+    "PolynomialCutoff",
+    "RadialMLP",
+    "RadialEmbedding",
+]

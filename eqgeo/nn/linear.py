@@ -1,0 +1,142 @@
+"""Equivariant linear layer: mixes channels of equal irreps only (Schur's lemma), e3nn-compatible."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..o3 import Irreps
+
+__all__ = ["Linear"]
+
+
+class Linear(torch.nn.Module):
+    r"""Equivariant linear map between irreps features.
+
+    .. math::
+
+        y^{(o)}_{w} = \sum_{(i, o):\ \mathrm{ir}_i = \mathrm{ir}_o} \frac{1}{\sqrt{n_o}} \sum_u W^{(i,o)}_{uw}\, x^{(i)}_u
+        \;+\; b^{(o)}_w \ [\mathrm{ir}_o = 0e]
+
+    where :math:`n_o` is the number of input channels feeding output ``o``; by Schur's lemma
+    only equal irreps mix, and each component of an irrep copy is scaled alike. Same weight
+    layout, normalisation and initialisation as e3nn's ``o3.Linear`` (weights loaded from e3nn
+    give the same outputs).
+
+    Args:
+        irreps_in, irreps_out: input and output irreps.
+        biases: add a learnable bias to the ``0e`` outputs (initialised to zero).
+        internal_weights: keep the weights as a parameter (default ``True`` when shared).
+        shared_weights: ``False`` takes one weight row per sample in ``forward(x, weight)``.
+
+    Shapes:
+        ``x``: ``(..., irreps_in.dim)``; ``weight`` (external): ``(weight_numel,)`` or
+        ``(..., weight_numel)``; output ``(..., irreps_out.dim)``.
+
+    Example:
+        >>> Linear("16x0e+8x1o", "8x0e+8x1o")
+        Linear(16x0e+8x1o -> 8x0e+8x1o | 192 weights)
+    """
+
+    def __init__(
+        self,
+        irreps_in,
+        irreps_out,
+        biases: bool = False,
+        internal_weights: bool | None = None,
+        shared_weights: bool | None = None,
+    ) -> None:
+        super().__init__()
+        self.irreps_in = Irreps(irreps_in)
+        self.irreps_out = Irreps(irreps_out)
+        if shared_weights is None:
+            shared_weights = True
+        if internal_weights is None:
+            internal_weights = shared_weights
+        if internal_weights and not shared_weights:
+            raise ValueError("internal_weights=True needs shared_weights=True")
+        self.shared_weights = shared_weights
+        self.internal_weights = internal_weights
+        self.instructions = [
+            (i, o)
+            for i, (_, ir_i) in enumerate(self.irreps_in)
+            for o, (_, ir_o) in enumerate(self.irreps_out)
+            if ir_i == ir_o
+        ]
+        fan_in = {o: sum(self.irreps_in[i].mul for i, oo in self.instructions if oo == o) for o in range(len(self.irreps_out))}
+        self.path_weights = [1 / math.sqrt(fan_in[o]) if fan_in[o] > 0 else 1.0 for _, o in self.instructions]
+        self.weight_numel = sum(self.irreps_in[i].mul * self.irreps_out[o].mul for i, o in self.instructions)
+        self.bias_slices = [s for s, (_, ir) in zip(self.irreps_out.slices(), self.irreps_out) if ir.is_scalar()] if biases else []
+        self.bias_numel = sum(s.stop - s.start for s in self.bias_slices)
+        self.weight = torch.nn.Parameter(torch.empty(self.weight_numel)) if internal_weights else None
+        self.bias = torch.nn.Parameter(torch.empty(self.bias_numel)) if self.bias_numel else None
+        index = [k for sl in self.bias_slices for k in range(sl.start, sl.stop)]
+        self.register_buffer("bias_index", torch.tensor(index, dtype=torch.long), persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Standard-normal weights (the normalisation is in the paths), zero biases."""
+        with torch.no_grad():
+            if self.weight is not None:
+                self.weight.normal_()
+            if self.bias is not None:
+                self.bias.zero_()
+
+    def __repr__(self) -> str:
+        extra = f" + {self.bias_numel} biases" if self.bias_numel else ""
+        return f"Linear({self.irreps_in} -> {self.irreps_out} | {self.weight_numel} weights{extra})"
+
+    def _blocks(self, weight: torch.Tensor):
+        """Weight of each instruction, ``(..., mul_in, mul_out)``, path weight folded in."""
+        off = 0
+        for (i, o), alpha in zip(self.instructions, self.path_weights):
+            mi, mo = self.irreps_in[i].mul, self.irreps_out[o].mul
+            yield i, o, weight[..., off : off + mi * mo].reshape(*weight.shape[:-1], mi, mo) * alpha
+            off += mi * mo
+
+    def dense_matrix(self, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """The ``(irreps_in.dim, irreps_out.dim)`` matrix of the map (shared weights)."""
+        weight = self.weight if weight is None else weight
+        M = weight.new_zeros(self.irreps_in.dim, self.irreps_out.dim)
+        si, so = self.irreps_in.slices(), self.irreps_out.slices()
+        for i, o, W in self._blocks(weight):
+            d = self.irreps_in[i].ir.dim
+            M[si[i], so[o]] = torch.kron(W, torch.eye(d, dtype=W.dtype, device=W.device))
+        return M
+
+    def forward(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        if x.shape[-1] != self.irreps_in.dim:
+            raise ValueError(
+                f"Linear expects features of irreps {self.irreps_in} (dim {self.irreps_in.dim}), got last dimension {x.shape[-1]}"
+            )
+        if weight is None:
+            if self.weight is None:
+                raise ValueError(f"Linear has no internal weights: pass weight= ({self.weight_numel} numbers)")
+            weight = self.weight
+        if weight.shape[-1] != self.weight_numel:
+            raise ValueError(f"Linear expects {self.weight_numel} weights, got last dimension {weight.shape[-1]}")
+        if self.shared_weights:
+            if weight.dim() != 1:
+                raise ValueError(f"shared weights must have shape ({self.weight_numel},), got {tuple(weight.shape)}")
+            y = x @ self.dense_matrix(weight.to(x.dtype))
+        else:
+            y = self._per_sample(x, weight.to(x.dtype))
+        if self.bias is not None:
+            y = y.index_add(-1, self.bias_index, self.bias.to(y.dtype).expand(*y.shape[:-1], self.bias_numel))
+        return y
+
+    def _per_sample(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        batch = torch.broadcast_shapes(x.shape[:-1], weight.shape[:-1])
+        si = self.irreps_in.slices()
+        blocks = [None] * len(self.irreps_out)
+        for i, o, W in self._blocks(weight):
+            mi, ir = self.irreps_in[i]
+            xi = x[..., si[i]].reshape(*x.shape[:-1], mi, ir.dim)
+            r = torch.einsum("...ui,...uw->...wi", xi, W)
+            blocks[o] = r if blocks[o] is None else blocks[o] + r
+        parts = [
+            (b.expand(*batch, mul, ir.dim) if b is not None else x.new_zeros(*batch, mul, ir.dim)).reshape(*batch, mul * ir.dim)
+            for b, (mul, ir) in zip(blocks, self.irreps_out)
+        ]
+        return torch.cat(parts, dim=-1) if parts else x.new_zeros(*batch, 0)
