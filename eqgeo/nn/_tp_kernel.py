@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+from torch._subclasses.fake_tensor import is_fake, unset_fake_temporarily
 
 from ..o3 import Irreps, wigner_3j
 from ._tp_plan import Instruction, cg_blocks, reference_tensor_product, weight_offsets
@@ -91,26 +92,37 @@ class Plan:
         self._per_sample = max(per_sample, default=1)
         self._ct_cache: dict = {}
 
-    def cgs(self, dtype, device) -> list[torch.Tensor]:
-        key = ("cgs", dtype, device)
-        if key not in self._ct_cache:
-            self._ct_cache[key] = cg_blocks(self.irreps_in1, self.irreps_in2, self.irreps_out, self.instructions, dtype, device)
-        return self._ct_cache[key]
+    def _cached(self, key, make):
+        """Constant tensors cached per dtype/device; never a fake tensor made while tracing."""
+        t = self._ct_cache.get(key)
+        if t is None:
+            t = make()
+            first = t[0] if isinstance(t, list) else t
+            if not isinstance(first, torch.Tensor) or not is_fake(first):
+                self._ct_cache[key] = t
+        return t
 
-    def block_size(self, itemsize: int) -> int:
+    def cgs(self, dtype, device) -> list[torch.Tensor]:
+        return self._cached(
+            ("cgs", dtype, device),
+            lambda: cg_blocks(self.irreps_in1, self.irreps_in2, self.irreps_out, self.instructions, dtype, device),
+        )
+
+    def block_size(self, itemsize: int, device: torch.device, batch: int) -> int:
+        """Samples per block: cache-sized on the CPU, the whole batch on accelerators."""
+        if device.type != "cpu":
+            return max(batch, 1)
         return int(min(4096, max(8, _BLOCK_BYTES // (self._per_sample * itemsize))))
 
     def ct(self, g: _Group, dtype, device) -> torch.Tensor:
-        key = (id(g), dtype, device)
-        t = self._ct_cache.get(key)
-        if t is None:
-            t = self._ct_cache[key] = g.ct64.to(dtype=dtype, device=device)
-        return t
+        return self._cached((id(g), dtype, device), lambda: g.ct64.to(dtype=dtype, device=device))
 
 
 @functools.lru_cache(maxsize=None)
 def get_plan(key: str) -> Plan:
-    return Plan(key)
+    # Constants are real tensors even when the first call happens while a compiler traces.
+    with unset_fake_temporarily():
+        return Plan(key)
 
 
 def plan_key(irreps_in1, irreps_in2, irreps_out, instructions, shared: bool) -> str:
@@ -233,7 +245,7 @@ def forward_blocks(plan: Plan, x1: torch.Tensor, x2: torch.Tensor, w: torch.Tens
     unused = [i for i in range(len(plan.irreps_out)) if not any(m.i_out == i for g in plan.groups for m in g.members)]
     for i in unused:
         out[:, plan.so[i]] = 0
-    c = plan.block_size(x1.element_size())
+    c = plan.block_size(x1.element_size(), x1.device, B)
     for s in range(0, B, c):
         e = min(s + c, B)
         n = e - s
@@ -261,7 +273,7 @@ def backward_blocks(plan: Plan, grad: torch.Tensor, x1: torch.Tensor, x2: torch.
     gx1 = torch.zeros_like(x1)  # entries of irreps that no path uses stay zero
     gx2 = torch.zeros_like(x2)
     gw = torch.zeros(1 if plan.shared else B, plan.weight_numel, dtype=dtype, device=device)
-    c = plan.block_size(x1.element_size())
+    c = plan.block_size(x1.element_size(), x1.device, B)
     for s in range(0, B, c):
         e = min(s + c, B)
         n = e - s
@@ -318,7 +330,7 @@ def tensor_product_op(x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor, 
 
 @tensor_product_op.register_fake
 def _(x1, x2, weight, key):
-    return x1.new_empty(x1.shape[0], get_plan(key).irreps_out.dim)
+    return x1.new_empty(x1.shape[0], Irreps(json.loads(key)["out"]).dim)
 
 
 @torch.library.custom_op("eqgeo::tensor_product_backward", mutates_args=())
@@ -341,8 +353,9 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad):
     x1, x2, weight = ctx.saved_tensors
-    if torch.is_grad_enabled():
+    if torch.is_grad_enabled() and not torch.compiler.is_compiling():
         # A graph of the gradient is requested (double backward): differentiate the reference.
+        # (Compiled graphs use the opaque backward op: double backward is eager-only.)
         plan = get_plan(ctx.key)
         with torch.enable_grad():
             y = reference_tensor_product(

@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 
 from ..o3 import Irreps
-from ._tp_kernel import plan_key, tensor_product_op
+from ._tp_kernel import get_plan, plan_key, tensor_product_op
 from ._tp_plan import build_instructions, cg_blocks, reference_tensor_product
 
 __all__ = ["TensorProduct", "FullyConnectedTensorProduct"]
@@ -98,6 +98,7 @@ class TensorProduct(torch.nn.Module):
         self.implementation = implementation
         self.weight_numel = sum(math.prod(i.path_shape) for i in self.instructions if i.has_weight)
         self._key = plan_key(self.irreps_in1, self.irreps_in2, self.irreps_out, self.instructions, shared_weights)
+        get_plan(self._key)  # build the fast kernel's tables now, outside any compiled region
         # 3j blocks as buffers: used by the reference path and under torch.compile.
         for k, C in enumerate(cg_blocks(self.irreps_in1, self.irreps_in2, self.irreps_out, self.instructions)):
             self.register_buffer(f"cg_{k}", C, persistent=False)

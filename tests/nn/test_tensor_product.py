@@ -190,3 +190,18 @@ def test_bad_input():
 def test_plan_is_shared_between_identical_modules():
     a, b = make("uvw", shared=True), make("uvw", shared=True)
     assert a._key == b._key and get_plan(a._key) is get_plan(b._key)
+
+
+def test_plan_built_while_tracing_holds_real_constants():
+    # A compiler may reach the kernel first under fake tensors; the cached tables must stay real.
+    from torch._subclasses.fake_tensor import FakeTensorMode, is_fake
+
+    from eqgeo.nn._tp_kernel import plan_key
+    from eqgeo.nn._tp_plan import build_instructions
+
+    a, b, o, ins = nequip_like("3x0e+1x1o", "0e+1o", "uvu", lmax=1)
+    # a configuration no module built yet (path weight 0.5), so the plan is made under fake mode
+    key = plan_key(a, b, o, build_instructions(a, b, o, [i[:4] + (True, 0.5) for i in ins]), False)
+    with FakeTensorMode():
+        plan = get_plan(key)
+    assert not is_fake(plan.groups[0].ct64)
