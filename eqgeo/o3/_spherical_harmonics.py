@@ -18,7 +18,7 @@ matmul per degree), and writes each block of the output once; its backward runs 
 recursion in reverse. That avoids both autograd's chain of broadcasts and repeated passes over
 the large output, which dominate the cost here. Under ``torch.compile``, on other devices and
 for double backward (training on forces) the same recursion runs as plain differentiable ops.
-float32 inputs with ``lmax > 6`` are evaluated in float64 and rounded once, so that they stay
+float32 inputs with ``lmax > 4`` are evaluated in float64 and rounded once, so that they stay
 as accurate as e3nn's float32 harmonics.
 """
 
@@ -38,7 +38,7 @@ __all__ = ["spherical_harmonics", "SphericalHarmonics"]
 
 _NORMALIZATIONS = ("integral", "component", "norm")
 # Degrees above this are computed in float64 for float32/float16 inputs.
-_LOW_PRECISION_LMAX = 6
+_LOW_PRECISION_LMAX = 4
 
 
 def _scale(l: int, normalization: str) -> float:
