@@ -90,6 +90,8 @@ class Plan:
         per_sample = [g.d1 * g.d2 * g.U * (1 if g.diag else g.V) for g in self.groups]
         per_sample += [sum(m.dout for m in g.members) * g.U * (1 if g.diag else g.V) for g in self.groups]
         self._per_sample = max(per_sample, default=1)
+        writers = [sum(1 for i in self.instructions if i.i_out == o) for o in range(len(self.irreps_out))]
+        self.sole_writer = [writers[i.i_out] == 1 for i in self.instructions]
         self._ct_cache: dict = {}
 
     def _cached(self, key, make):
@@ -260,7 +262,14 @@ def forward_blocks(plan: Plan, x1: torch.Tensor, x2: torch.Tensor, w: torch.Tens
             res = plan.ct(g, dtype, device) @ _outer(g, X1s[g.i1], X2s[g.i2])
             for m in g.members:
                 W = _weights(wb, m, plan.shared, n) if m.has_weight else None
-                contrib = _member_forward(m, _res_view(g, res, m, n), W, plan.shared)
+                r = _res_view(g, res, m, n)
+                if plan.sole_writer[m.index] and m.has_weight and r.dim() == 3 and m.mode in ("uvu", "uuu"):
+                    # the only path into its output block: weight it while writing it out
+                    Wf = W if m.mode == "uuu" else W.reshape(W.shape[:-1])
+                    mul, ir = plan.irreps_out[m.i_out]
+                    torch.mul(r.permute(1, 2, 0), Wf.unsqueeze(-1), out=out[s:e, plan.so[m.i_out]].view(n, mul, ir.dim))
+                    continue
+                contrib = _member_forward(m, r, W, plan.shared)
                 acc[m.i_out] = contrib if m.i_out not in acc else acc[m.i_out] + contrib
         for i, a in acc.items():
             _from_cm(a, out[s:e, plan.so[i]])
@@ -294,8 +303,16 @@ def backward_blocks(plan: Plan, grad: torch.Tensor, x1: torch.Tensor, x2: torch.
                     mul, ir = plan.irreps_out[m.i_out]
                     GO[m.i_out] = _to_cm(gb, plan.so[m.i_out], mul, ir.dim)
                 W = _weights(wb, m, plan.shared, n) if m.has_weight else None
-                gr, gW = _member_backward(m, _res_view(g, res, m, n), W, GO[m.i_out], plan.shared)
-                gres[m.k0 : m.k0 + m.dout] = gr.reshape(m.dout, -1)
+                r = _res_view(g, res, m, n)
+                if m.has_weight and r.dim() == 3 and m.mode in ("uvu", "uuu"):
+                    go = GO[m.i_out]
+                    Wf = W if m.mode == "uuu" else W.reshape(W.shape[:-1])
+                    torch.mul(go, Wf, out=gres[m.k0 : m.k0 + m.dout].view(r.shape))
+                    gW = (go * r).sum(0)
+                    gW = gW.sum(0).reshape(m.shape) if plan.shared else gW.reshape(n, *m.shape)
+                else:
+                    gr, gW = _member_backward(m, r, W, GO[m.i_out], plan.shared)
+                    gres[m.k0 : m.k0 + m.dout] = gr.reshape(m.dout, -1)
                 if gW is not None:
                     size = math.prod(m.shape)
                     if plan.shared:

@@ -205,3 +205,15 @@ def test_plan_built_while_tracing_holds_real_constants():
     with FakeTensorMode():
         plan = get_plan(key)
     assert not is_fake(plan.groups[0].ct64)
+
+
+def test_paths_summed_into_one_output_block():
+    args = ("2x0e+2x1o", "0e+1o", "2x1o+2x0e", [(0, 1, 0, "uvu", True), (1, 0, 0, "uvu", True), (1, 1, 1, "uvu", False)])
+    fast, ref = TensorProduct(*args, shared_weights=False), TensorProduct(*args, shared_weights=False, implementation="reference")
+    x1, x2, w = inputs(fast, batch=100)
+    w.requires_grad_(True)
+    y_f, y_r = fast(x1, x2, w), ref(x1, x2, w)
+    assert (y_f - y_r).abs().max() < 1e-12
+    g = torch.randn_like(y_f)
+    (a,), (b,) = torch.autograd.grad(y_f, [w], g), torch.autograd.grad(y_r, [w], g)
+    assert (a - b).abs().max() < 1e-12
