@@ -1,0 +1,297 @@
+"""Equivariant point convolution as a PyG ``MessagePassing`` layer (NequIP's interaction)."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor
+from torch_geometric.nn import MessagePassing
+
+from ..o3 import Irreps, SphericalHarmonics
+from .linear import Linear
+from .radial import PolynomialCutoff, RadialEmbedding, RadialMLP
+from .tensor_product import TensorProduct
+
+__all__ = ["EquivariantConv"]
+
+
+# --------------------------------------------------------------------------- shared helpers
+def _sh_irreps(name: str, irreps_sh) -> Irreps:
+    """Irreps of the edge harmonics from an ``lmax`` or irreps ``1x0e+1x1o+...``."""
+    if isinstance(irreps_sh, int) and not isinstance(irreps_sh, bool):
+        if irreps_sh < 0:
+            raise ValueError(f"{name}: lmax must be >= 0, got {irreps_sh}")
+        return Irreps.spherical_harmonics(irreps_sh)
+    irreps = Irreps(irreps_sh)
+    ls = [ir.l for _, ir in irreps]
+    if (
+        not len(irreps)
+        or any(mul != 1 or ir.p != (-1) ** ir.l for mul, ir in irreps)
+        or len(set(ls)) != len(ls)
+    ):
+        raise ValueError(
+            f"{name}: irreps_sh must be spherical-harmonic irreps such as 1x0e+1x1o+1x2e (multiplicity 1, "
+            f"parity (-1)^l, each l once), got {irreps}"
+        )
+    return irreps
+
+
+def _uvu_instructions(irreps_in: Irreps, irreps_sh: Irreps, targets) -> tuple[Irreps, list[tuple]]:
+    """NequIP's convolution paths: every ``irreps_in[i] x irreps_sh[j] -> ir`` with ``ir`` in ``targets``.
+
+    Each path has its own output block ``mul_i x ir`` (``"uvu"``: output channel = input
+    channel, one weight per channel and path, supplied per edge).
+    """
+    targets = set(targets)
+    mid, instructions = [], []
+    for i, (mul, ir_in) in enumerate(irreps_in):
+        for j, (_, ir_sh) in enumerate(irreps_sh):
+            for ir_out in ir_in * ir_sh:
+                if ir_out in targets:
+                    instructions.append((i, j, len(mid), "uvu", True))
+                    mid.append((mul, ir_out))
+    return Irreps(mid), instructions
+
+
+def _check_reachable(name: str, irreps_in: Irreps, irreps_sh: Irreps, irreps_mid: Irreps, irreps_out: Irreps) -> None:
+    """Every irrep of ``irreps_out`` must be produced by some path (otherwise it would stay zero)."""
+    produced = {ir for _, ir in irreps_mid}
+    missing = [str(ir) for _, ir in irreps_out if ir not in produced]
+    if missing:
+        raise ValueError(
+            f"{name}: irreps_out {irreps_out} asks for {', '.join(sorted(set(missing)))}, which no path "
+            f"{irreps_in} x {irreps_sh} produces"
+        )
+
+
+def _check_positive(name: str, **values) -> None:
+    for what, value in values.items():
+        if not value > 0:
+            raise ValueError(f"{name}: {what} must be > 0, got {value}")
+
+
+def _check_edge_inputs(
+    name: str,
+    x: Tensor,
+    irreps_in: Irreps,
+    edge_index: Tensor,
+    edge_vec: Tensor,
+    edge_sh: Optional[Tensor],
+    irreps_sh: Irreps,
+    edge_radial: Optional[Tensor],
+    num_radial: int,
+) -> None:
+    """Shape checks of ``forward``'s arguments, naming the expected irreps."""
+    if x.dim() != 2 or x.shape[-1] != irreps_in.dim:
+        raise ValueError(
+            f"{name} expects x of shape (num_nodes, {irreps_in.dim}) for irreps_in {irreps_in}, got {tuple(x.shape)}"
+        )
+    if edge_index.dim() != 2 or edge_index.shape[0] != 2:
+        raise ValueError(f"{name} expects edge_index of shape (2, num_edges), got {tuple(edge_index.shape)}")
+    num_edges = edge_index.shape[1]
+    if edge_vec.shape != (num_edges, 3):
+        raise ValueError(f"{name} expects edge_vec of shape ({num_edges}, 3) (irreps 1o), got {tuple(edge_vec.shape)}")
+    if edge_sh is not None and edge_sh.shape != (num_edges, irreps_sh.dim):
+        raise ValueError(
+            f"{name} expects edge_sh of shape ({num_edges}, {irreps_sh.dim}) for irreps_sh {irreps_sh}, "
+            f"got {tuple(edge_sh.shape)}"
+        )
+    if edge_radial is not None and edge_radial.shape != (num_edges, num_radial):
+        raise ValueError(
+            f"{name} expects edge_radial of shape ({num_edges}, {num_radial}) ({num_radial}x0e), "
+            f"got {tuple(edge_radial.shape)}"
+        )
+
+
+def _edge_lengths(edge_vec: Tensor) -> Tensor:
+    """``|edge_vec|`` with zero derivatives of every order at a zero vector (a self loop), not NaN."""
+    sq = edge_vec.square().sum(dim=-1)
+    nonzero = sq > 0
+    return torch.where(nonzero, torch.where(nonzero, sq, torch.ones_like(sq)).sqrt(), torch.zeros_like(sq))
+
+
+class _EdgeEncoder(torch.nn.Module):
+    """Spherical harmonics, radial embedding and cutoff envelope of edge vectors (one place for both layers)."""
+
+    def __init__(self, irreps_sh: Irreps, num_radial: int, cutoff: float, basis: str, p: float) -> None:
+        super().__init__()
+        # "component": every Y^l_m has unit mean square over directions (NequIP), so messages
+        # keep unit variance.
+        self.sh = SphericalHarmonics(irreps_sh, normalize=True, normalization="component")
+        self.radial_embedding = RadialEmbedding(num_radial, cutoff, basis=basis, p=p)
+        self.cutoff_fn = PolynomialCutoff(cutoff, p)
+
+    def forward(self, edge_vec: Tensor, edge_sh: Optional[Tensor], edge_radial: Optional[Tensor]):
+        r = _edge_lengths(edge_vec)
+        if edge_sh is None:
+            edge_sh = self.sh(edge_vec)
+        if edge_radial is None:
+            edge_radial = self.radial_embedding(r)
+        return edge_sh, edge_radial, self.cutoff_fn(r)
+
+
+def _num_weights(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+# --------------------------------------------------------------------------- the layer
+class EquivariantConv(MessagePassing):
+    r"""Equivariant point convolution: NequIP's interaction (https://arxiv.org/abs/2101.03164) as a PyG layer.
+
+    .. math::
+
+        \mathbf{x}'_i = W_{\mathrm{out}} \left[ \frac{1}{\sqrt{\bar N}} \sum_{j \in \mathcal{N}(i)}
+        \mathbf{x}_j \otimes_{\mathbf{w}_{ij}} Y(\hat{\mathbf{r}}_{ij}) \right] + W_{\mathrm{self}}\, \mathbf{x}_i,
+        \qquad \mathbf{w}_{ij} = \mathrm{MLP}\big(B(r_{ij})\big)\, f_{\mathrm{cut}}(r_{ij}),
+
+    with :math:`\mathbf{r}_{ij} = \mathbf{x}^{\mathrm{pos}}_j - \mathbf{x}^{\mathrm{pos}}_i` the
+    edge vector from the centre ``i`` to its neighbour ``j`` (plus a periodic shift),
+    :math:`Y` its spherical harmonics (``"component"`` normalisation), :math:`\otimes_{\mathbf{w}}`
+    a :class:`~eqgeo.nn.TensorProduct` with one ``"uvu"`` path per pair (input irrep, harmonic)
+    and output irrep present in ``irreps_out``, weighted per edge and channel by
+    :math:`\mathbf{w}_{ij}`: a :class:`~eqgeo.nn.RadialMLP` of the radial embedding
+    :math:`B` (basis times envelope, :class:`~eqgeo.nn.RadialEmbedding`) multiplied by the
+    :class:`~eqgeo.nn.PolynomialCutoff` envelope :math:`f_{\mathrm{cut}}`, whose value and first
+    two derivatives vanish at the cutoff, so outputs and forces are continuous when an atom
+    crosses it. :math:`W_{\mathrm{out}}`, :math:`W_{\mathrm{self}}` are
+    :class:`~eqgeo.nn.Linear` maps (the self-connection is all a node without neighbours gets).
+
+    The sum is divided by :math:`\sqrt{\bar N}`, with :math:`\bar N` = ``avg_num_neighbors`` a
+    constant of the model (the mean number of neighbours in the training data), as in NequIP and
+    e3nn: messages from independent neighbours then add up to unit variance, and since the
+    constant is never computed from the batch, a batch of graphs gives the same outputs as its
+    graphs one by one.
+
+    Equivariant under rotations, reflections and translations of the positions and permutations
+    of the nodes: :math:`f(D_{\mathrm{in}}(R) x, R\, r) = D_{\mathrm{out}}(R) f(x, r)`.
+
+    Args:
+        irreps_in: irreps of the node features.
+        irreps_out: irreps of the output; each must be reachable from
+            ``irreps_in x irreps_sh``.
+        irreps_sh: the edge harmonics, an ``lmax`` (``0..lmax``) or irreps ``"0e+1o+2e"``.
+        num_radial: number of radial basis functions (default ``8``).
+        cutoff: cutoff radius of the envelope, in the units of ``edge_vec`` (default ``5.0``).
+        radial_hidden: width of the radial MLP's hidden layers (default ``64``).
+        radial_layers: number of hidden layers of the radial MLP (default ``2``).
+        avg_num_neighbors: :math:`\bar N` (keyword only, required), from the training data.
+        basis: ``"bessel"`` (default) or ``"gaussian"`` radial basis.
+        p: exponent of the polynomial envelope (default ``6``).
+        self_connection: add :math:`W_{\mathrm{self}} x_i` (default ``True``).
+
+    Shapes:
+        - **x**: ``(num_nodes, irreps_in.dim)``
+        - **edge_index**: ``(2, num_edges)``; ``edge_index[0]`` is the neighbour ``j`` (source),
+          ``edge_index[1]`` the centre ``i`` (target)
+        - **edge_vec**: ``(num_edges, 3)``, irreps ``1o``: ``pos[j] + shift - pos[i]``
+        - **edge_sh** (optional, precomputed): ``(num_edges, irreps_sh.dim)``, the harmonics
+          ``SphericalHarmonics(irreps_sh, normalize=True, normalization="component")(edge_vec)``
+        - **edge_radial** (optional, precomputed): ``(num_edges, num_radial)``, irreps
+          ``num_radial x 0e``, the basis times envelope
+          ``RadialEmbedding(num_radial, cutoff, basis, p)(edge_vec.norm(dim=-1))``
+        - output: ``(num_nodes, irreps_out.dim)``
+
+    Layers of one model can share ``edge_sh`` and ``edge_radial``; the envelope of the
+    per-edge weights is always computed from ``edge_vec``, so a neighbour's contribution vanishes
+    at the cutoff whatever is passed. A zero edge vector (a self loop) gives finite outputs and
+    derivatives.
+
+    Example:
+        >>> import torch
+        >>> conv = EquivariantConv("4x0e+2x1o", "4x0e+2x1o", irreps_sh=2, avg_num_neighbors=2.0)
+        >>> conv
+        EquivariantConv(4x0e+2x1o -> 4x0e+2x1o | sh 1x0e+1x1o+1x2e, cutoff=5, 5564 weights)
+        >>> pos = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [2.0, 0.5, 0.0]])
+        >>> edge_index = torch.tensor([[1, 0, 2, 1], [0, 1, 1, 2]])
+        >>> edge_vec = pos[edge_index[0]] - pos[edge_index[1]]
+        >>> conv(torch.randn(3, 10), edge_index, edge_vec).shape
+        torch.Size([3, 10])
+    """
+
+    def __init__(
+        self,
+        irreps_in,
+        irreps_out,
+        irreps_sh,
+        num_radial: int = 8,
+        cutoff: float = 5.0,
+        radial_hidden: int = 64,
+        radial_layers: int = 2,
+        *,
+        avg_num_neighbors: float,
+        basis: str = "bessel",
+        p: float = 6,
+        self_connection: bool = True,
+    ) -> None:
+        super().__init__(aggr="add", flow="source_to_target", node_dim=0)
+        name = type(self).__name__
+        self.irreps_in = Irreps(irreps_in)
+        self.irreps_out = Irreps(irreps_out)
+        self.irreps_sh = _sh_irreps(name, irreps_sh)
+        if not len(self.irreps_in) or not len(self.irreps_out):
+            raise ValueError(
+                f"{name}: irreps_in and irreps_out must be non-empty, got {self.irreps_in} -> {self.irreps_out}"
+            )
+        _check_positive(
+            name, num_radial=num_radial, cutoff=cutoff, radial_hidden=radial_hidden,
+            avg_num_neighbors=avg_num_neighbors,
+        )
+        if radial_layers < 0:
+            raise ValueError(f"{name}: radial_layers must be >= 0, got {radial_layers}")
+        self.num_radial = int(num_radial)
+        self.cutoff = float(cutoff)
+        self.avg_num_neighbors = float(avg_num_neighbors)
+
+        self.irreps_mid, instructions = _uvu_instructions(
+            self.irreps_in, self.irreps_sh, [ir for _, ir in self.irreps_out]
+        )
+        _check_reachable(name, self.irreps_in, self.irreps_sh, self.irreps_mid, self.irreps_out)
+        self.edge_encoder = _EdgeEncoder(self.irreps_sh, self.num_radial, self.cutoff, basis, p)
+        self.tp = TensorProduct(
+            self.irreps_in, self.irreps_sh, self.irreps_mid, instructions, shared_weights=False, internal_weights=False
+        )
+        self.radial_mlp = RadialMLP(
+            self.num_radial, [int(radial_hidden)] * int(radial_layers), num_out=self.tp.weight_numel
+        )
+        self.linear = Linear(self.irreps_mid, self.irreps_out)
+        self.self_connection = Linear(self.irreps_in, self.irreps_out) if self_connection else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Re-draw the weights of the radial MLP and the linear maps."""
+        super().reset_parameters()
+        self.radial_mlp.reset_parameters()
+        self.linear.reset_parameters()
+        if self.self_connection is not None:
+            self.self_connection.reset_parameters()
+
+    def forward(
+        self,
+        x: Tensor,
+        edge_index: Tensor,
+        edge_vec: Tensor,
+        edge_sh: Optional[Tensor] = None,
+        edge_radial: Optional[Tensor] = None,
+    ) -> Tensor:
+        _check_edge_inputs(
+            type(self).__name__, x, self.irreps_in, edge_index, edge_vec, edge_sh, self.irreps_sh, edge_radial,
+            self.num_radial,
+        )
+        edge_sh, edge_radial, envelope = self.edge_encoder(edge_vec, edge_sh, edge_radial)
+        edge_weight = self.radial_mlp(edge_radial) * envelope[:, None]
+        out = self.propagate(edge_index, x=x, edge_sh=edge_sh, edge_weight=edge_weight)
+        out = self.linear(out * (1.0 / math.sqrt(self.avg_num_neighbors)))
+        if self.self_connection is not None:
+            out = out + self.self_connection(x)
+        return out
+
+    def message(self, x_j: Tensor, edge_sh: Tensor, edge_weight: Tensor) -> Tensor:
+        return self.tp(x_j, edge_sh, edge_weight)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.irreps_in} -> {self.irreps_out} | sh {self.irreps_sh}, "
+            f"cutoff={self.cutoff:g}, {_num_weights(self)} weights)"
+        )
