@@ -68,7 +68,7 @@ class EquivariantTransformerConv(MessagePassing):
     Both factors of :math:`f` are needed for smoothness: inside the fraction, a neighbour
     entering the cutoff sphere does not change the other neighbours' weights abruptly (it
     enters the denominator with weight 0); outside, its own weight goes to zero even when it is
-    the node's only neighbour (the fraction is then 1). Far from the cutoff (:math:`f = 1`)
+    the node's only neighbour (the fraction is then 1). Well inside the cutoff (:math:`f \approx 1`)
     this is the ordinary softmax. :math:`W_O` mixes the heads, :math:`W_{\mathrm{self}}` is the
     self-connection (all that a node without neighbours gets); all :math:`W` are
     :class:`~eqgeo.nn.Linear` maps.
