@@ -1,6 +1,8 @@
 """Equivariant building blocks as ``torch.nn.Module``s (e3nn-compatible numbers and layouts)."""
 
 from .dropout import IrrepsDropout
+from .equivariant_conv import EquivariantConv
+from .equivariant_transformer_conv import EquivariantTransformerConv
 from .gate import Gate, Normalize2Mom
 from .layer_norm import EquivariantLayerNorm
 from .linear import Linear
@@ -9,6 +11,8 @@ from .radial import BesselBasis, GaussianBasis, PolynomialCutoff, RadialEmbeddin
 from .tensor_product import FullyConnectedTensorProduct, TensorProduct
 
 __all__ = [
+    "EquivariantConv",
+    "EquivariantTransformerConv",
     "Linear",
     "TensorProduct",
     "FullyConnectedTensorProduct",

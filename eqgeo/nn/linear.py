@@ -67,6 +67,12 @@ class Linear(torch.nn.Module):
         fan_in = {o: sum(self.irreps_in[i].mul for i, oo in self.instructions if oo == o) for o in range(len(self.irreps_out))}
         self.path_weights = [1 / math.sqrt(fan_in[o]) if fan_in[o] > 0 else 1.0 for _, o in self.instructions]
         self.weight_numel = sum(self.irreps_in[i].mul * self.irreps_out[o].mul for i, o in self.instructions)
+        s_in, s_out = self.irreps_in.slices(), self.irreps_out.slices()
+        self._paths = [
+            (s_in[i], s_out[o], self.irreps_in[i].mul, self.irreps_out[o].mul, self.irreps_in[i].ir.dim, alpha)
+            for (i, o), alpha in zip(self.instructions, self.path_weights)
+        ]
+        self._out_blocks = [(mul, ir.dim) for mul, ir in self.irreps_out]
         self.bias_slices = [s for s, (_, ir) in zip(self.irreps_out.slices(), self.irreps_out) if ir.is_scalar()] if biases else []
         self.bias_numel = sum(s.stop - s.start for s in self.bias_slices)
         self.weight = torch.nn.Parameter(torch.empty(self.weight_numel)) if internal_weights else None
@@ -88,21 +94,19 @@ class Linear(torch.nn.Module):
         return f"Linear({self.irreps_in} -> {self.irreps_out} | {self.weight_numel} weights{extra})"
 
     def _blocks(self, weight: torch.Tensor):
-        """Weight of each instruction, ``(..., mul_in, mul_out)``, path weight folded in."""
+        """``(in slice, out slice, mul_in, d, W)`` per instruction; ``W`` ``(..., mul_in, mul_out)``
+        with the path weight folded in. Reads only plain Python metadata (compile-friendly)."""
         off = 0
-        for (i, o), alpha in zip(self.instructions, self.path_weights):
-            mi, mo = self.irreps_in[i].mul, self.irreps_out[o].mul
-            yield i, o, weight[..., off : off + mi * mo].reshape(*weight.shape[:-1], mi, mo) * alpha
+        for si, so, mi, mo, d, alpha in self._paths:
+            yield si, so, mi, d, weight[..., off : off + mi * mo].reshape(*weight.shape[:-1], mi, mo) * alpha
             off += mi * mo
 
     def dense_matrix(self, weight: torch.Tensor | None = None) -> torch.Tensor:
         """The ``(irreps_in.dim, irreps_out.dim)`` matrix of the map (shared weights)."""
         weight = self.weight if weight is None else weight
         M = weight.new_zeros(self.irreps_in.dim, self.irreps_out.dim)
-        si, so = self.irreps_in.slices(), self.irreps_out.slices()
-        for i, o, W in self._blocks(weight):
-            d = self.irreps_in[i].ir.dim
-            M[si[i], so[o]] = torch.kron(W, torch.eye(d, dtype=W.dtype, device=W.device))
+        for si, so, _, d, W in self._blocks(weight):
+            M[si, so] = torch.kron(W, torch.eye(d, dtype=W.dtype, device=W.device))
         return M
 
     def forward(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -128,15 +132,15 @@ class Linear(torch.nn.Module):
 
     def _per_sample(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         batch = torch.broadcast_shapes(x.shape[:-1], weight.shape[:-1])
-        si = self.irreps_in.slices()
-        blocks = [None] * len(self.irreps_out)
-        for i, o, W in self._blocks(weight):
-            mi, ir = self.irreps_in[i]
-            xi = x[..., si[i]].reshape(*x.shape[:-1], mi, ir.dim)
+        blocks = {}
+        for si, so, mi, d, W in self._blocks(weight):
+            xi = x[..., si].reshape(*x.shape[:-1], mi, d)
             r = torch.einsum("...ui,...uw->...wi", xi, W)
-            blocks[o] = r if blocks[o] is None else blocks[o] + r
-        parts = [
-            (b.expand(*batch, mul, ir.dim) if b is not None else x.new_zeros(*batch, mul, ir.dim)).reshape(*batch, mul * ir.dim)
-            for b, (mul, ir) in zip(blocks, self.irreps_out)
-        ]
+            blocks[so.start] = r if so.start not in blocks else blocks[so.start] + r
+        parts = []
+        start = 0
+        for mul, d in self._out_blocks:
+            b = blocks.get(start)
+            parts.append((b.expand(*batch, mul, d) if b is not None else x.new_zeros(*batch, mul, d)).reshape(*batch, mul * d))
+            start += mul * d
         return torch.cat(parts, dim=-1) if parts else x.new_zeros(*batch, 0)
