@@ -218,7 +218,12 @@ def _evaluate(x: torch.Tensor, ls: Sequence[int], normalize: bool, steps, sel, s
     """Harmonics of ``x`` with tables already in the compute dtype and on ``x``'s device."""
     dtype = steps[0].dtype if steps else sel.dtype
     xc = x if x.dtype == dtype else x.to(dtype)
-    if xc.device.type == "cpu" and not torch.compiler.is_compiling():
+    if max(ls) <= 1 and not (torch.is_grad_enabled() and xc.requires_grad):
+        # Degrees 0 and 1 without autograd: a few vectorised ops beat any blocking.
+        u = xc * (s1 / torch.linalg.vector_norm(xc, dim=-1, keepdim=True).clamp_min(torch.finfo(xc.dtype).tiny)) if normalize else xc * s1
+        blocks = {0: torch.full_like(xc[..., :1], s0), 1: u}
+        y = torch.cat([blocks[l] for l in ls], dim=-1) if len(ls) > 1 else blocks[ls[0]]
+    elif xc.device.type == "cpu" and not torch.compiler.is_compiling():
         shape = xc.shape[:-1]
         y = _SphericalHarmonicsCPU.apply(xc.reshape(-1, 3), tuple(ls), normalize, list(steps), sel, s0, s1)
         y = y.reshape(*shape, y.shape[-1])

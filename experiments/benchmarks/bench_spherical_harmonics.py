@@ -19,14 +19,17 @@ import torch
 from eqgeo import o3
 
 
-def _time(fn, repeat: int) -> float:
-    fn()  # warm-up
-    times = []
+def _time(fns: dict, repeat: int) -> dict:
+    """Median ms of each function; the functions alternate so they see the same machine state."""
+    for fn in fns.values():
+        fn()  # warm-up
+    times = {name: [] for name in fns}
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) * 1e3 for name, t in times.items()}
 
 
 def main() -> None:
@@ -53,16 +56,20 @@ def main() -> None:
         }
         err = (impls["eqgeo"](x) - impls["e3nn"](x)).abs().max().item()
         assert err < 1e-5, f"eqgeo and e3nn disagree by {err} at lmax {lmax}"
-        fwd, both = {}, {}
-        for name, f in impls.items():
-            with torch.no_grad():
-                fwd[name] = _time(lambda: f(x), args.repeat)
+        def forward(f):
+            def run():
+                with torch.no_grad():
+                    f(x)
+            return run
 
-            def step():
+        def step(f):
+            def run():
                 v = x.detach().requires_grad_(True)
                 f(v).sum().backward()
+            return run
 
-            both[name] = _time(step, args.repeat)
+        fwd = _time({name: forward(f) for name, f in impls.items()}, args.repeat)
+        both = _time({name: step(f) for name, f in impls.items()}, args.repeat)
         print(
             f"| {lmax} | {fwd['eqgeo']:.1f} | {fwd['e3nn']:.1f} | {fwd['e3nn'] / fwd['eqgeo']:.2f}x "
             f"| {both['eqgeo']:.1f} | {both['e3nn']:.1f} | {both['e3nn'] / both['eqgeo']:.2f}x |"

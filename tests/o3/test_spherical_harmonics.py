@@ -125,6 +125,9 @@ def test_zero_vector_is_finite_with_finite_gradients():
     assert torch.isfinite(g).all()
     (gg,) = torch.autograd.grad(g.sum(), x)
     assert torch.isfinite(gg).all()
+    with torch.no_grad():  # the no-autograd path of degrees 0 and 1
+        y01 = o3.spherical_harmonics([0, 1], x, normalize=True)
+    assert torch.isfinite(y01).all() and (y01[:, 1:] == 0).all()
 
 
 @pytest.mark.parametrize("normalize", [True, False])
