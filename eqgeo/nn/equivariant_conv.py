@@ -38,6 +38,14 @@ def _sh_irreps(name: str, irreps_sh) -> Irreps:
     return irreps
 
 
+def _layer_irreps(name: str, irreps_in, irreps_out, irreps_sh) -> tuple[Irreps, Irreps, Irreps]:
+    """Parsed and checked ``(irreps_in, irreps_out, irreps_sh)`` of a convolution layer."""
+    irreps_in, irreps_out = Irreps(irreps_in), Irreps(irreps_out)
+    if not len(irreps_in) or not len(irreps_out):
+        raise ValueError(f"{name}: irreps_in and irreps_out must be non-empty, got {irreps_in} -> {irreps_out}")
+    return irreps_in, irreps_out, _sh_irreps(name, irreps_sh)
+
+
 def _uvu_instructions(irreps_in: Irreps, irreps_sh: Irreps, targets) -> tuple[Irreps, list[tuple]]:
     """NequIP's convolution paths: every ``irreps_in[i] x irreps_sh[j] -> ir`` with ``ir`` in ``targets``.
 
@@ -227,13 +235,7 @@ class EquivariantConv(MessagePassing):
     ) -> None:
         super().__init__(aggr="add", flow="source_to_target", node_dim=0)
         name = type(self).__name__
-        self.irreps_in = Irreps(irreps_in)
-        self.irreps_out = Irreps(irreps_out)
-        self.irreps_sh = _sh_irreps(name, irreps_sh)
-        if not len(self.irreps_in) or not len(self.irreps_out):
-            raise ValueError(
-                f"{name}: irreps_in and irreps_out must be non-empty, got {self.irreps_in} -> {self.irreps_out}"
-            )
+        self.irreps_in, self.irreps_out, self.irreps_sh = _layer_irreps(name, irreps_in, irreps_out, irreps_sh)
         _check_positive(
             name, num_radial=num_radial, cutoff=cutoff, radial_hidden=radial_hidden,
             avg_num_neighbors=avg_num_neighbors,

@@ -18,7 +18,7 @@ from .equivariant_conv import (
     _check_edge_inputs,
     _check_positive,
     _check_reachable,
-    _sh_irreps,
+    _layer_irreps,
     _uvu_instructions,
 )
 from .linear import Linear
@@ -133,13 +133,7 @@ class EquivariantTransformerConv(MessagePassing):
     ) -> None:
         super().__init__(aggr="add", flow="source_to_target", node_dim=0)
         name = type(self).__name__
-        self.irreps_in = Irreps(irreps_in)
-        self.irreps_out = Irreps(irreps_out)
-        self.irreps_sh = _sh_irreps(name, irreps_sh)
-        if not len(self.irreps_in) or not len(self.irreps_out):
-            raise ValueError(
-                f"{name}: irreps_in and irreps_out must be non-empty, got {self.irreps_in} -> {self.irreps_out}"
-            )
+        self.irreps_in, self.irreps_out, self.irreps_sh = _layer_irreps(name, irreps_in, irreps_out, irreps_sh)
         _check_positive(
             name, heads=heads, key_dim=key_dim, num_radial=num_radial, cutoff=cutoff, radial_hidden=radial_hidden
         )
