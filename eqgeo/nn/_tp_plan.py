@@ -132,8 +132,6 @@ def weight_offsets(instructions: Sequence[Instruction]) -> list[int | None]:
 
 _EINSUM = {
     ("uvw", True): "zuvw,zui,zvj,ijk->zwk",
-    ("uvu", True): "zuv,zui,zvj,ijk->zuk",
-    ("uvu", False): "zui,zvj,ijk->zuk",
     ("uvv", True): "zuv,zui,zvj,ijk->zvk",
     ("uvv", False): "zui,zvj,ijk->zvk",
     ("uuw", True): "zuw,zui,zuj,ijk->zwk",
@@ -188,7 +186,7 @@ def reference_tensor_product(
     if cgs is None:
         cgs = cg_blocks(irreps_in1, irreps_in2, irreps_out, instructions, x1.dtype, x1.device)
     for ins, off, C in zip(instructions, offsets, cgs):
-        (m1, ir1), (m2, ir2), (mo, iro) = irreps_in1[ins.i_in1], irreps_in2[ins.i_in2], irreps_out[ins.i_out]
+        (m1, ir1), (m2, ir2) = irreps_in1[ins.i_in1], irreps_in2[ins.i_in2]
         a = x1[:, s1[ins.i_in1]].reshape(B, m1, ir1.dim)
         b = x2[:, s2[ins.i_in2]].reshape(B, m2, ir2.dim)
         C = C.to(x1.dtype)

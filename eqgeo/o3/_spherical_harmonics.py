@@ -319,7 +319,6 @@ class SphericalHarmonics(torch.nn.Module):
         self.irreps_out = Irreps([(1, (l, (-1) ** l)) for l in self.ls])
         self.normalize = normalize
         self.normalization = normalization
-        self._num_steps = max(self.ls) - 1 if max(self.ls) > 1 else 0
         for l in range(1, max(self.ls)):
             self.register_buffer(f"step_{l}", torch.tensor(_step_np(l, normalization), dtype=torch.float64), persistent=False)
         self.register_buffer("selection", torch.tensor(_selection(self.ls), dtype=torch.float64), persistent=False)
