@@ -50,6 +50,7 @@ SHIFTS               ``shifts``                    long      ``(E, 3)`` integer 
 BOND_INDEX           ``bond_index``                long      ``(2, B)`` covalent bonds, both directions
 BOND_TYPE            ``bond_type``                 long      ``(B,)`` code into :data:`BOND_TYPES`
 CROSS_EDGE_INDEX     ``cross_edge_index``          long      ``(2, C)`` ligand–protein pairs by distance, both directions
+ROTATABLE_BOND_INDEX ``rotatable_bond_index``      long      ``(2, T)`` rotatable bonds once, ``[fixed side i, moving side j]``
 Graph fields
 ---------------------------------------------------------------------------------------------------
 CELL                 ``cell``                      float     ``(1, 3, 3)`` lattice vectors as rows, Å
@@ -94,6 +95,7 @@ __all__ = [
     "BOND_INDEX",
     "BOND_TYPE",
     "CROSS_EDGE_INDEX",
+    "ROTATABLE_BOND_INDEX",
     "CELL",
     "PBC",
     "ENERGY",
@@ -141,6 +143,7 @@ SHIFTS = "shifts"
 BOND_INDEX = "bond_index"
 BOND_TYPE = "bond_type"
 CROSS_EDGE_INDEX = "cross_edge_index"
+ROTATABLE_BOND_INDEX = "rotatable_bond_index"
 
 # --- graph fields ------------------------------------------------------------------------
 CELL = "cell"

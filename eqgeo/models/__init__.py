@@ -1,0 +1,26 @@
+"""Full networks on PyG ``Data``/``Batch`` graphs: interatomic potential, property model, docking network.
+
+All three take a ``Data``/``Batch`` with ``z`` and ``pos`` (and ``batch``; ``edge_index`` is
+built at the model's cutoff when absent) and return a dict of outputs in physical units; the
+normalisation statistics they need are buffers of their ``state_dict``.
+"""
+
+from ._common import LAYERS, PARITIES, SpeciesEmbedding, InteractionStack, hidden_irreps
+from .docking import DOCKING_SPECIES, DockingModel
+from .potential import InteratomicPotential
+from .property import DEBYE_PER_E_ANGSTROM, PropertyModel
+from .statistics import dataset_statistics
+
+__all__ = [
+    "InteratomicPotential",
+    "PropertyModel",
+    "DockingModel",
+    "InteractionStack",
+    "SpeciesEmbedding",
+    "dataset_statistics",
+    "hidden_irreps",
+    "LAYERS",
+    "PARITIES",
+    "DOCKING_SPECIES",
+    "DEBYE_PER_E_ANGSTROM",
+]

@@ -1,0 +1,261 @@
+"""Parts shared by eqgeo's models: species embedding, the interaction stack, graph construction."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from ..data import keys as K
+from ..data.neighbors import radius_graph
+from ..nn import EquivariantConv, EquivariantTransformerConv, Gate, Linear, RadialEmbedding
+from ..nn.equivariant_conv import _edge_lengths
+from ..o3 import Irreps, SphericalHarmonics
+
+__all__ = ["hidden_irreps", "SpeciesEmbedding", "InteractionStack", "graph_inputs", "PARITIES", "LAYERS"]
+
+#: ``"natural"``: hidden features ``c x 0e + c x 1o + c x 2e + ...`` (parity ``(-1)^l``, as MACE);
+#: ``"full"``: both parities at every ``l`` (``c x 0e + c x 0o + c x 1o + c x 1e + ...``, NequIP's
+#: ``parity: true``). Both are O(3)-equivariant: reflections are exact symmetries either way.
+PARITIES = ("natural", "full")
+#: Interaction layers: :class:`~eqgeo.nn.EquivariantConv` or :class:`~eqgeo.nn.EquivariantTransformerConv`.
+LAYERS = ("conv", "transformer")
+
+
+def hidden_irreps(channels: int, lmax: int, parity: str = "natural") -> Irreps:
+    """Hidden irreps of ``channels`` copies of every irrep up to ``lmax`` (see :data:`PARITIES`)."""
+    if channels <= 0 or lmax < 0:
+        raise ValueError(f"channels must be > 0 and lmax >= 0, got channels={channels}, lmax={lmax}")
+    if parity == "natural":
+        return Irreps([(channels, (l, (-1) ** l)) for l in range(lmax + 1)])
+    if parity == "full":
+        return Irreps([(channels, (l, p)) for l in range(lmax + 1) for p in ((-1) ** l, -((-1) ** l))])
+    raise ValueError(f"parity must be one of {PARITIES}, got {parity!r}")
+
+
+class SpeciesEmbedding(torch.nn.Module):
+    """Atomic numbers to type indices and learned scalar embeddings (``channels x 0e``).
+
+    Args:
+        species: the atomic numbers the model knows, in the order of its per-species
+            parameters (e.g. ``[1, 6, 7, 8, 9]``).
+        channels: embedding size.
+        num_kinds: independent embeddings per species (e.g. 2: ligand and protein atoms).
+        allow_unknown: map atomic numbers outside ``species`` to one extra "other" type instead
+            of raising.
+
+    An atomic number the model does not know raises ``ValueError`` naming it (checked in eager
+    mode; compiled graphs skip the check).
+    """
+
+    def __init__(self, species: Sequence[int], channels: int, num_kinds: int = 1, allow_unknown: bool = False) -> None:
+        super().__init__()
+        species = [int(z) for z in species]
+        if not species or len(set(species)) != len(species) or not all(1 <= z <= 118 for z in species):
+            raise ValueError(f"species must be distinct atomic numbers 1..118, got {species}")
+        self.species = species
+        self.allow_unknown = bool(allow_unknown)
+        self.num_types = len(species) + int(self.allow_unknown)
+        self.num_kinds = int(num_kinds)
+        table = torch.full((119,), self.num_types - 1 if self.allow_unknown else -1, dtype=torch.long)
+        table[torch.tensor(species)] = torch.arange(len(species))
+        self.register_buffer("type_of", table, persistent=False)
+        self.embedding = torch.nn.Embedding(self.num_types * self.num_kinds, channels)
+        self.irreps_out = Irreps([(channels, "0e")])
+
+    def reset_parameters(self) -> None:
+        self.embedding.reset_parameters()
+
+    def types(self, z: Tensor) -> Tensor:
+        """Type index of each atom, ``(N,)``."""
+        if not torch.compiler.is_compiling() and z.numel():
+            bad = (z < 1) | (z > 118)
+            if not bool(bad.any()):
+                bad = self.type_of[z] < 0
+            if bool(bad.any()):
+                unknown = sorted({int(v) for v in z[bad].tolist()})
+                raise ValueError(
+                    f"atomic numbers {unknown} are not among the model's species {self.species} "
+                    f"(atoms {bad.nonzero().flatten()[:10].tolist()}{'...' if int(bad.sum()) > 10 else ''})"
+                )
+        return self.type_of[z]
+
+    def forward(self, z: Tensor, kind: Optional[Tensor] = None) -> Tensor:
+        t = self.types(z)
+        if kind is not None:
+            t = t + self.num_types * kind
+        return self.embedding(t)
+
+
+def _gate_for(irreps_target: Irreps) -> tuple[Irreps, Gate]:
+    """The convolution output ``scalars + gates + gated`` that a :class:`Gate` turns into ``irreps_target``."""
+    scalars = Irreps([(m, ir) for m, ir in irreps_target if ir.l == 0])
+    gated = Irreps([(m, ir) for m, ir in irreps_target if ir.l > 0])
+    gates = Irreps([(gated.num_irreps, "0e")]) if gated.num_irreps else Irreps("")
+    acts = [torch.nn.functional.silu if ir.p == 1 else torch.tanh for _, ir in scalars]
+    gate = Gate(scalars, acts, gates, torch.sigmoid, gated)
+    return scalars + gates + gated, gate
+
+
+class InteractionStack(torch.nn.Module):
+    r"""``num_layers`` interaction layers, each a convolution (or attention) followed by a gate.
+
+    .. math::
+
+        h^{(0)}_i = \mathrm{embedding}_i, \qquad
+        h^{(t+1)}_i = \mathrm{Gate}\big(\mathrm{Layer}^{(t)}(h^{(t)}, \mathbf{r})_i\big) \;[+\, h^{(t)}_i],
+
+    where the layer is :class:`~eqgeo.nn.EquivariantConv` or
+    :class:`~eqgeo.nn.EquivariantTransformerConv` and the residual is added when the irreps of
+    ``h`` do not change. The irreps of each layer are the hidden irreps that its input can reach
+    through the edge harmonics (the first layer, on scalars only, reaches ``0e, 1o, 2e, ...``),
+    as in NequIP. The harmonics and radial embedding are computed once and shared by all layers.
+    """
+
+    def __init__(
+        self,
+        irreps_in,
+        irreps_hidden,
+        lmax: int,
+        num_layers: int,
+        *,
+        layer: str = "conv",
+        cutoff: float = 5.0,
+        num_radial: int = 8,
+        radial_hidden: int = 64,
+        radial_layers: int = 2,
+        avg_num_neighbors: float = 10.0,
+        heads: int = 4,
+        key_dim: int = 8,
+        basis: str = "bessel",
+        p: float = 6,
+        residual: bool = True,
+    ) -> None:
+        super().__init__()
+        if layer not in LAYERS:
+            raise ValueError(f"layer must be one of {LAYERS}, got {layer!r}")
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        self.irreps_in = Irreps(irreps_in)
+        self.irreps_hidden = Irreps(irreps_hidden)
+        self.irreps_sh = Irreps.spherical_harmonics(lmax)
+        self.layer = layer
+        self.cutoff = float(cutoff)
+        self.sh = SphericalHarmonics(self.irreps_sh, normalize=True, normalization="component")
+        self.radial_embedding = RadialEmbedding(num_radial, cutoff, basis=basis, p=p)
+        self.convs = torch.nn.ModuleList()
+        self.gates = torch.nn.ModuleList()
+        self._residual = []
+        irreps = self.irreps_in
+        for t in range(num_layers):
+            reachable = {ir for _, a in irreps for _, b in self.irreps_sh for ir in a * b}
+            target = Irreps([(m, ir) for m, ir in self.irreps_hidden if ir in reachable])
+            conv_out, gate = _gate_for(target)
+            common = dict(num_radial=num_radial, cutoff=cutoff, radial_hidden=radial_hidden, radial_layers=radial_layers)
+            if layer == "conv":
+                conv = EquivariantConv(
+                    irreps, conv_out, self.irreps_sh, **common, avg_num_neighbors=avg_num_neighbors, basis=basis, p=p
+                )
+            else:
+                conv = EquivariantTransformerConv(
+                    irreps, conv_out, self.irreps_sh, heads=heads, key_dim=key_dim, **common, basis=basis, p=p
+                )
+            self.convs.append(conv)
+            self.gates.append(gate)
+            self._residual.append(bool(residual) and gate.irreps_out == irreps)
+            irreps = gate.irreps_out
+        self.irreps_out = irreps
+
+    def reset_parameters(self) -> None:
+        for conv in self.convs:
+            conv.reset_parameters()
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_vec: Tensor) -> Tensor:
+        edge_sh = self.sh(edge_vec)
+        edge_radial = self.radial_embedding(_edge_lengths(edge_vec))
+        for conv, gate, residual in zip(self.convs, self.gates, self._residual):
+            y = gate(conv(x, edge_index, edge_vec, edge_sh=edge_sh, edge_radial=edge_radial))
+            x = x + y if residual else y
+        return x
+
+
+class GraphInputs:
+    """Tensors a model reads from a PyG ``Data``/``Batch`` (see :func:`graph_inputs`)."""
+
+    __slots__ = ("z", "pos", "batch", "num_graphs", "edge_index", "shifts", "cell")
+
+    def __init__(self, z, pos, batch, num_graphs, edge_index, shifts, cell) -> None:
+        self.z, self.pos, self.batch, self.num_graphs = z, pos, batch, num_graphs
+        self.edge_index, self.shifts, self.cell = edge_index, shifts, cell
+
+
+def graph_inputs(data, cutoff: float, max_num_neighbors: Optional[int] = None) -> GraphInputs:
+    """Atomic numbers, positions, batch vector and edges of a ``Data``/``Batch``.
+
+    ``edge_index`` (and ``shifts`` for periodic graphs) are taken from ``data`` when present,
+    otherwise built with :func:`eqgeo.data.radius_graph` at ``cutoff`` (with periodic images
+    when ``data`` has a ``cell`` with any periodic direction). Edges longer than ``cutoff``
+    contribute nothing (the envelope is zero there).
+    """
+    for key in (K.ATOMIC_NUMBER, K.POSITION):
+        if getattr(data, key, None) is None:
+            raise ValueError(f"the model needs data.{key}, which this {type(data).__name__} does not have")
+    z, pos = data[K.ATOMIC_NUMBER], data[K.POSITION]
+    if z.dim() != 1 or pos.shape != (z.shape[0], 3):
+        raise ValueError(f"expected z of shape (N,) and pos of shape (N, 3), got {tuple(z.shape)} and {tuple(pos.shape)}")
+    batch = getattr(data, K.BATCH, None)
+    if batch is None:
+        batch = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
+        num_graphs = 1
+    else:
+        num_graphs = int(data.num_graphs) if getattr(data, "num_graphs", None) is not None else int(batch.max()) + 1
+    cell = getattr(data, K.CELL, None)
+    pbc = getattr(data, K.PBC, None)
+    periodic = cell is not None and (pbc is None or bool(torch.as_tensor(pbc).any()))
+    edge_index = getattr(data, K.EDGE_INDEX, None)
+    shifts = getattr(data, K.SHIFTS, None)
+    if edge_index is None:
+        if periodic:
+            edge_index, shifts = radius_graph(
+                pos.detach(), cutoff, batch, cell=cell.detach(), pbc=pbc, max_num_neighbors=max_num_neighbors
+            )
+        else:
+            edge_index = radius_graph(pos.detach(), cutoff, batch, max_num_neighbors=max_num_neighbors)
+            shifts = None
+    elif periodic and shifts is None:
+        raise ValueError("data has a periodic cell and an edge_index but no shifts; drop edge_index to build the graph")
+    if not periodic:
+        cell, shifts = None, None
+    return GraphInputs(z, pos, batch, num_graphs, edge_index, shifts, cell)
+
+
+def scalar_head(irreps_in: Irreps, hidden: int, num_out: int) -> torch.nn.Sequential:
+    """Invariant readout: ``Linear(irreps_in -> hidden x 0e)``, SiLU, ``Linear(-> num_out x 0e)``."""
+    from ..nn.gate import Normalize2Mom
+
+    return torch.nn.Sequential(
+        Linear(irreps_in, Irreps([(hidden, "0e")])),
+        Normalize2Mom(torch.nn.functional.silu),
+        Linear(Irreps([(hidden, "0e")]), Irreps([(num_out, "0e")])),
+    )
+
+
+def scatter_sum(src: Tensor, index: Tensor, num: int) -> Tensor:
+    """Sum of the rows of ``src`` per ``index`` (``num`` groups); works under ``torch.compile``."""
+    out = src.new_zeros((num,) + tuple(src.shape[1:]))
+    return out.index_add(0, index, src)
+
+
+def keep_float64(module: torch.nn.Module, names: Sequence[str], apply: Callable) -> torch.nn.Module:
+    """Run ``module._apply``'s ``apply`` but keep the buffers ``names`` in float64 (moved only).
+
+    Used for energy shifts and target means, which must not be rounded to float32
+    (a molecule's total energy of ~ -10^5 eV has a float32 resolution of ~10 meV).
+    """
+    saved = {n: module._buffers[n] for n in names}
+    out = apply()
+    for n, t in saved.items():
+        device = module._buffers[n].device
+        module._buffers[n] = t.to(device=device, dtype=torch.float64)
+    return out

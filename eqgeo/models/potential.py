@@ -1,0 +1,205 @@
+"""Interatomic potential: NequIP-style energies, forces and stress from a PyG ``Data``/``Batch``."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from ..data.neighbors import edge_vectors
+from ._common import InteractionStack, SpeciesEmbedding, graph_inputs, hidden_irreps, keep_float64, scalar_head, scatter_sum
+
+__all__ = ["InteratomicPotential"]
+
+
+class InteratomicPotential(torch.nn.Module):
+    r"""An E(3)-equivariant interatomic potential (NequIP, https://arxiv.org/abs/2101.03164).
+
+    .. math::
+
+        E = \sum_i \big( s_{Z_i}\, \varepsilon_i + \mu_{Z_i} \big), \qquad
+        \mathbf{F}_i = -\frac{\partial E}{\partial \mathbf{r}_i}, \qquad
+        \sigma = \frac{1}{V} \frac{\partial E}{\partial \epsilon},
+
+    where :math:`\varepsilon_i` is an invariant readout of atom ``i``'s features after
+    ``num_layers`` interaction layers (:class:`~eqgeo.nn.EquivariantConv` or
+    :class:`~eqgeo.nn.EquivariantTransformerConv`, each followed by a gate) on a species
+    embedding, and :math:`s_Z`, :math:`\mu_Z` are per-species scales and shifts taken from the
+    training data (:meth:`from_data` / :meth:`set_statistics`). Forces are the negative gradient of
+    the energy (through autograd, with ``create_graph=True`` while training so the force loss can
+    be back-propagated); the stress of a periodic cell is the derivative with respect to a
+    symmetric strain :math:`\epsilon` applied to positions and cell, divided by the volume
+    (ASE's sign convention: positive under tension).
+
+    Units are those of the data (eV, Å for eqgeo's datasets). The shifts :math:`\mu_Z` are kept
+    in float64 whatever the model's dtype, and the total energy is returned in float64, so a
+    float32 model does not round a total energy of -10^5 eV to 10 meV.
+
+    Args:
+        species: atomic numbers the model knows (e.g. ``[1, 6, 8]``); others raise.
+        channels: multiplicity of every hidden irrep.
+        lmax: maximum degree of the hidden irreps and edge harmonics.
+        num_layers: number of interaction layers.
+        parity: ``"natural"`` (``0e+1o+2e+...``) or ``"full"`` (both parities at every ``l``).
+        layer: ``"conv"`` or ``"transformer"``.
+        cutoff: neighbour cutoff (Å).
+        num_radial, radial_hidden, radial_layers: radial basis size and radial MLP shape.
+        avg_num_neighbors: mean number of neighbours in the training data (a constant of the
+            model, see :class:`~eqgeo.nn.EquivariantConv`).
+        heads, key_dim: attention heads and key size (``layer="transformer"``).
+        readout_hidden: width of the invariant readout.
+        max_num_neighbors: nearest neighbours kept per atom when the model builds the graph.
+
+    Example:
+        >>> import torch
+        >>> from torch_geometric.data import Data
+        >>> model = InteratomicPotential([1, 8], channels=8, lmax=1, num_layers=2)
+        >>> water = Data(z=torch.tensor([8, 1, 1]), pos=torch.tensor([[0.0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]]))
+        >>> out = model(water)
+        >>> out["energy"].shape, out["forces"].shape
+        (torch.Size([1]), torch.Size([3, 3]))
+    """
+
+    def __init__(
+        self,
+        species: Sequence[int],
+        channels: int = 32,
+        lmax: int = 2,
+        num_layers: int = 3,
+        *,
+        parity: str = "natural",
+        layer: str = "conv",
+        cutoff: float = 5.0,
+        num_radial: int = 8,
+        radial_hidden: int = 64,
+        radial_layers: int = 2,
+        avg_num_neighbors: float = 10.0,
+        heads: int = 4,
+        key_dim: int = 8,
+        readout_hidden: int = 16,
+        max_num_neighbors: Optional[int] = None,
+    ) -> None:
+        super().__init__()
+        self.cutoff = float(cutoff)
+        self.max_num_neighbors = max_num_neighbors
+        self.embedding = SpeciesEmbedding(species, channels)
+        self.interactions = InteractionStack(
+            self.embedding.irreps_out, hidden_irreps(channels, lmax, parity), lmax, num_layers, layer=layer,
+            cutoff=cutoff, num_radial=num_radial, radial_hidden=radial_hidden, radial_layers=radial_layers,
+            avg_num_neighbors=avg_num_neighbors, heads=heads, key_dim=key_dim,
+        )
+        self.readout = scalar_head(self.interactions.irreps_out, readout_hidden, 1)
+        n = len(self.embedding.species)
+        self.register_buffer("energy_shift", torch.zeros(n, dtype=torch.float64))
+        self.register_buffer("energy_scale", torch.ones(n))
+
+    # ------------------------------------------------------------------ statistics
+    def set_statistics(self, energy_shift: Tensor, energy_scale) -> None:
+        """Per-species energy shifts (``(num_species,)``, eV) and scales (a number or ``(num_species,)``)."""
+        n = len(self.embedding.species)
+        shift = torch.as_tensor(energy_shift, dtype=torch.float64).reshape(-1)
+        scale = torch.as_tensor(energy_scale, dtype=self.energy_scale.dtype).reshape(-1).expand(n)
+        if shift.numel() != n:
+            raise ValueError(f"energy_shift needs one value per species {self.embedding.species}, got {shift.numel()}")
+        self.energy_shift.copy_(shift)
+        self.energy_scale.copy_(scale)
+
+    @classmethod
+    def from_data(cls, dataset, species: Optional[Sequence[int]] = None, **kwargs) -> "InteratomicPotential":
+        """A model whose ``avg_num_neighbors``, energy shifts and scales come from ``dataset``.
+
+        Shifts: least-squares fit of the energies on the species counts; scale: the RMS of the
+        force components (or, without forces, of the per-atom residual energies); species: those
+        present when not given. See :func:`eqgeo.models.dataset_statistics`.
+        """
+        from .statistics import dataset_statistics
+
+        cutoff = kwargs.get("cutoff", 5.0)
+        stats = dataset_statistics(dataset, cutoff=cutoff, species=species)
+        kwargs.setdefault("avg_num_neighbors", stats["avg_num_neighbors"])
+        model = cls(stats["species"], **kwargs)
+        model.set_statistics(stats["energy_shift"], stats["energy_scale"])
+        return model
+
+    def _apply(self, fn, *args, **kwargs):
+        return keep_float64(self, ["energy_shift"], lambda: super(InteratomicPotential, self)._apply(fn, *args, **kwargs))
+
+    # ------------------------------------------------------------------ forward
+    def atomic_energies(
+        self,
+        z: Tensor,
+        pos: Tensor,
+        edge_index: Tensor,
+        batch: Tensor,
+        shifts: Optional[Tensor] = None,
+        cell: Optional[Tensor] = None,
+    ) -> Tensor:
+        """Per-atom energies ``(N,)`` in float64 (scale and shift applied); plain tensors in and out.
+
+        This is the part that :func:`torch.compile` captures as one graph (``fullgraph=True``).
+        """
+        types = self.embedding.types(z)
+        x = self.embedding.embedding(types)
+        edge_vec = edge_vectors(pos, edge_index, shifts, cell, batch)
+        x = self.interactions(x, edge_index, edge_vec)
+        e = self.readout(x).squeeze(-1) * self.energy_scale.to(x.dtype)[types]
+        return e.to(torch.float64) + self.energy_shift[types]
+
+    def forward(self, data, compute_forces: bool = True, compute_stress: Optional[bool] = None) -> dict[str, Tensor]:
+        """Energies (float64, per graph), forces and, for periodic cells, stress and virial.
+
+        Args:
+            data: ``Data``/``Batch`` with ``z``, ``pos`` and optionally ``batch``, ``edge_index``
+                (and ``shifts``), ``cell``/``pbc``; the graph is built at ``cutoff`` when absent.
+            compute_forces: return ``forces = -dE/dpos``.
+            compute_stress: return ``stress`` (eV/Å^3) and ``virial`` (eV); default: when the
+                data has a periodic cell and forces are computed.
+
+        Returns:
+            ``{"energy": (G,), "atomic_energy": (N,), "forces": (N, 3), "stress": (G, 3, 3),
+            "virial": (G, 3, 3)}`` (the keys that apply).
+        """
+        g = graph_inputs(data, self.cutoff, self.max_num_neighbors)
+        periodic = g.cell is not None
+        if compute_stress is None:
+            compute_stress = periodic and compute_forces
+        if compute_stress and not periodic:
+            raise ValueError("compute_stress=True needs data with a periodic cell (data.cell, data.pbc)")
+        create_graph = self.training and torch.is_grad_enabled()
+        with torch.set_grad_enabled(torch.is_grad_enabled() or compute_forces or compute_stress):
+            pos = g.pos
+            if (compute_forces or compute_stress) and not pos.requires_grad:
+                pos = pos.detach().requires_grad_(True)
+            cell, strain = g.cell, None
+            if periodic:
+                cell = cell.to(pos.dtype).reshape(-1, 3, 3).expand(g.num_graphs, 3, 3)
+            x_pos = pos
+            if compute_stress:
+                strain = torch.zeros(g.num_graphs, 3, 3, dtype=pos.dtype, device=pos.device, requires_grad=True)
+                sym = 0.5 * (strain + strain.transpose(1, 2))
+                x_pos = pos + torch.einsum("ni,nij->nj", pos, sym[g.batch])
+                cell = cell + cell @ sym
+            atomic = self.atomic_energies(g.z, x_pos, g.edge_index, g.batch, g.shifts, cell)
+            energy = scatter_sum(atomic, g.batch, g.num_graphs)
+            out = {"energy": energy, "atomic_energy": atomic}
+            if compute_forces or compute_stress:
+                wrt = [pos] + ([strain] if compute_stress else [])
+                grads = torch.autograd.grad(energy.sum(), wrt, create_graph=create_graph, allow_unused=True)
+                grads = [torch.zeros_like(t) if gr is None else gr.to(t.dtype) for gr, t in zip(grads, wrt)]
+                if compute_forces:
+                    out["forces"] = -grads[0]
+                if compute_stress:
+                    volume = torch.linalg.det(g.cell.to(pos.dtype).reshape(-1, 3, 3).expand(g.num_graphs, 3, 3)).abs()
+                    out["virial"] = -grads[1]
+                    out["stress"] = grads[1] / volume[:, None, None]
+        if not create_graph and not torch.is_grad_enabled():
+            out = {k: v.detach() for k, v in out.items()}
+        return out
+
+    def __repr__(self) -> str:
+        n = sum(p.numel() for p in self.parameters())
+        return (
+            f"{type(self).__name__}(species={self.embedding.species}, {self.interactions.irreps_out}, "
+            f"{len(self.interactions.convs)} {self.interactions.layer} layers, cutoff={self.cutoff:g}, {n} weights)"
+        )

@@ -1,0 +1,198 @@
+"""Molecular property model: graph scalars, the dipole moment and per-atom vectors."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from ..data import keys as K
+from ..data.neighbors import edge_vectors
+from ..nn import Linear
+from ..o3 import Irreps
+from ._common import InteractionStack, SpeciesEmbedding, graph_inputs, hidden_irreps, keep_float64, scalar_head, scatter_sum
+
+__all__ = ["PropertyModel", "DEBYE_PER_E_ANGSTROM"]
+
+#: 1 e·Å in debye (CODATA 2018: e·Å = 1.602176634e-29 C·m, 1 D = 3.33564095e-30 C·m).
+DEBYE_PER_E_ANGSTROM = 4.803204544
+_REDUCES = ("sum", "mean")
+
+
+class PropertyModel(torch.nn.Module):
+    r"""Equivariant network for molecular properties (QM9-style) on either layer type.
+
+    Readouts from the node features :math:`h_i` after the interaction layers:
+
+    - **graph scalars** ``y`` (``num_targets``): an invariant head per atom, summed
+      (``reduce="sum"``, extensive targets such as energies) or averaged (``"mean"``) over
+      the graph, then de-normalised: :math:`y = \sigma \cdot \mathrm{reduce}_i(o_i) + n\,\mu`
+      for ``"sum"`` (``μ`` per atom) and :math:`y = \sigma \cdot \mathrm{mean}_i(o_i) + \mu` for
+      ``"mean"``, with the target means and standard deviations from the training data stored in
+      the ``state_dict`` (:meth:`set_statistics`, :meth:`fit_statistics`);
+    - the **dipole moment** (``dipole=True``), from predicted partial charges :math:`q_i`
+      (``0e``) and atomic dipoles :math:`\boldsymbol\mu_i` (``1o``), not a scalar guess:
+
+      .. math::
+
+          \boldsymbol\mu = \sum_i q_i (\mathbf{r}_i - \bar{\mathbf{r}}) + \boldsymbol\mu_i, \qquad
+          q_i = \tilde q_i - \frac{1}{n} \sum_j \tilde q_j + \frac{Q}{n},
+
+      with the charges shifted so that they add up to the molecule's total charge :math:`Q`
+      (``data.charge`` per graph when present, else the sum of ``data.formal_charge``, else 0), which makes the dipole independent of the
+      origin for neutral molecules; :math:`\bar{\mathbf{r}}` is the centroid. Returned as a
+      vector ``dipole`` ``(G, 3)`` and its norm ``mu`` ``(G,)``, in debye for positions in Å
+      (QM9's ``mu``), and the charges as ``charges`` ``(N,)`` in units of e;
+    - **per-atom vectors** (``num_vectors > 0``): ``vectors`` ``(N, num_vectors, 3)`` (``1o``).
+
+    The architecture arguments are those of :class:`~eqgeo.models.InteratomicPotential`.
+
+    Example:
+        >>> import torch
+        >>> from torch_geometric.data import Data
+        >>> model = PropertyModel([1, 6, 8], num_targets=2, dipole=True, channels=8, lmax=1, num_layers=2)
+        >>> mol = Data(z=torch.tensor([8, 1, 1]), pos=torch.tensor([[0.0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]]))
+        >>> out = model(mol)
+        >>> out["y"].shape, out["dipole"].shape, out["mu"].shape
+        (torch.Size([1, 2]), torch.Size([1, 3]), torch.Size([1]))
+    """
+
+    def __init__(
+        self,
+        species: Sequence[int],
+        num_targets: int = 1,
+        reduce: Union[str, Sequence[str]] = "sum",
+        *,
+        dipole: bool = False,
+        num_vectors: int = 0,
+        channels: int = 32,
+        lmax: int = 2,
+        num_layers: int = 3,
+        parity: str = "natural",
+        layer: str = "conv",
+        cutoff: float = 5.0,
+        num_radial: int = 8,
+        radial_hidden: int = 64,
+        radial_layers: int = 2,
+        avg_num_neighbors: float = 10.0,
+        heads: int = 4,
+        key_dim: int = 8,
+        readout_hidden: int = 16,
+        max_num_neighbors: Optional[int] = None,
+    ) -> None:
+        super().__init__()
+        if num_targets < 0 or num_vectors < 0 or (num_targets == 0 and not dipole and num_vectors == 0):
+            raise ValueError(
+                f"PropertyModel needs something to predict: num_targets={num_targets}, dipole={dipole}, "
+                f"num_vectors={num_vectors}"
+            )
+        reduces = [reduce] * num_targets if isinstance(reduce, str) else list(reduce)
+        if len(reduces) != num_targets or any(r not in _REDUCES for r in reduces):
+            raise ValueError(f"reduce must be one of {_REDUCES} or one per target ({num_targets}), got {reduce!r}")
+        self.num_targets, self.reduces = int(num_targets), reduces
+        self.dipole, self.num_vectors = bool(dipole), int(num_vectors)
+        self.cutoff, self.max_num_neighbors = float(cutoff), max_num_neighbors
+        self.embedding = SpeciesEmbedding(species, channels)
+        self.interactions = InteractionStack(
+            self.embedding.irreps_out, hidden_irreps(channels, lmax, parity), lmax, num_layers, layer=layer,
+            cutoff=cutoff, num_radial=num_radial, radial_hidden=radial_hidden, radial_layers=radial_layers,
+            avg_num_neighbors=avg_num_neighbors, heads=heads, key_dim=key_dim,
+        )
+        irreps = self.interactions.irreps_out
+        need = (["1o"] if (dipole or num_vectors) else [])
+        missing = [ir for ir in need if ir not in irreps]
+        if missing:
+            raise ValueError(f"PropertyModel: the hidden irreps {irreps} have no {missing[0]} for the vector readouts")
+        self.scalars = scalar_head(irreps, readout_hidden, num_targets + int(dipole)) if (num_targets or dipole) else None
+        self.atomic_dipoles = Linear(irreps, "1x1o") if dipole else None
+        self.vectors = Linear(irreps, Irreps([(num_vectors, "1o")])) if num_vectors else None
+        self.register_buffer("target_mean", torch.zeros(num_targets, dtype=torch.float64))
+        self.register_buffer("target_std", torch.ones(num_targets))
+        self.register_buffer("sum_mask", torch.tensor([r == "sum" for r in reduces], dtype=torch.bool), persistent=False)
+
+    def _apply(self, fn, *args, **kwargs):
+        return keep_float64(self, ["target_mean"], lambda: super(PropertyModel, self)._apply(fn, *args, **kwargs))
+
+    def set_statistics(self, mean, std) -> None:
+        """Target means (per atom for ``"sum"`` targets) and standard deviations, ``(num_targets,)``."""
+        mean = torch.as_tensor(mean, dtype=torch.float64).reshape(-1)
+        std = torch.as_tensor(std, dtype=self.target_std.dtype).reshape(-1)
+        if mean.numel() != self.num_targets or std.numel() != self.num_targets:
+            raise ValueError(f"set_statistics needs {self.num_targets} means and stds, got {mean.numel()}, {std.numel()}")
+        if not bool((std > 0).all()):
+            raise ValueError(f"target standard deviations must be > 0, got {std.tolist()}")
+        self.target_mean.copy_(mean)
+        self.target_std.copy_(std)
+
+    def fit_statistics(self, targets: Tensor, num_atoms: Tensor) -> None:
+        """Set the statistics from training targets ``(G, num_targets)`` and atom counts ``(G,)``.
+
+        ``"mean"`` targets: mean and std over graphs. ``"sum"`` targets: the mean per atom and
+        the std of the per-atom value, so ``y ~ n (μ + σ o)`` with ``o`` of order one per atom.
+        """
+        y = torch.as_tensor(targets, dtype=torch.float64).reshape(len(num_atoms), -1)
+        n = torch.as_tensor(num_atoms, dtype=torch.float64).reshape(-1, 1)
+        values = torch.where(self.sum_mask.cpu(), y / n, y)
+        std = values.std(0) if len(y) > 1 else torch.ones(self.num_targets, dtype=torch.float64)
+        self.set_statistics(values.mean(0), torch.where(std > 0, std, torch.ones_like(std)))
+
+    def predict(
+        self,
+        z: Tensor,
+        pos: Tensor,
+        edge_index: Tensor,
+        batch: Tensor,
+        num_graphs: int,
+        charge: Optional[Tensor] = None,
+    ) -> dict[str, Tensor]:
+        """The readouts from plain tensors (the part :func:`torch.compile` captures as one graph)."""
+        types = self.embedding.types(z)
+        h = self.embedding.embedding(types)
+        h = self.interactions(h, edge_index, edge_vectors(pos, edge_index))
+        out: dict[str, Tensor] = {}
+        ones = torch.ones_like(batch, dtype=h.dtype)
+        count = scatter_sum(ones, batch, num_graphs).clamp(min=1)
+        s = self.scalars(h) if self.scalars is not None else None
+        if self.num_targets:
+            o = s[:, : self.num_targets] * self.target_std.to(h.dtype)
+            total = scatter_sum(o, batch, num_graphs)
+            mask = self.sum_mask
+            y = torch.where(mask, total, total / count[:, None]).to(torch.float64)
+            out["y"] = y + self.target_mean * torch.where(mask, count[:, None].to(torch.float64), torch.ones_like(y))
+        if self.dipole:
+            q = s[:, self.num_targets]
+            total_q = torch.zeros(num_graphs, dtype=h.dtype, device=h.device) if charge is None else charge.to(h.dtype)
+            q = q + ((total_q - scatter_sum(q, batch, num_graphs)) / count)[batch]
+            centroid = scatter_sum(pos, batch, num_graphs) / count[:, None]
+            mu = scatter_sum(q[:, None] * (pos - centroid[batch]) + self.atomic_dipoles(h), batch, num_graphs)
+            mu = mu * DEBYE_PER_E_ANGSTROM
+            out["charges"] = q
+            out["dipole"] = mu
+            out["mu"] = mu.square().sum(-1).clamp(min=torch.finfo(mu.dtype).tiny).sqrt()
+        if self.vectors is not None:
+            out["vectors"] = self.vectors(h).reshape(-1, self.num_vectors, 3)
+        return out
+
+    def forward(self, data) -> dict[str, Tensor]:
+        """Readouts of a ``Data``/``Batch``: ``y`` ``(G, num_targets)`` (float64), ``dipole``
+        ``(G, 3)`` and ``mu`` ``(G,)`` (debye), ``charges`` ``(N,)``, ``vectors`` ``(N, k, 3)``."""
+        g = graph_inputs(data, self.cutoff, self.max_num_neighbors)
+        if g.cell is not None:
+            raise ValueError("PropertyModel is for molecules; the data has a periodic cell")
+        charge = getattr(data, "charge", None)
+        if charge is not None:
+            charge = torch.as_tensor(charge, device=g.pos.device).reshape(-1)
+        elif getattr(data, K.FORMAL_CHARGE, None) is not None:
+            charge = scatter_sum(data[K.FORMAL_CHARGE].to(g.pos.dtype), g.batch, g.num_graphs)
+        return self.predict(g.z, g.pos, g.edge_index, g.batch, g.num_graphs, charge)
+
+    def __repr__(self) -> str:
+        n = sum(p.numel() for p in self.parameters())
+        heads = [f"{self.num_targets} targets ({'/'.join(sorted(set(self.reduces)))})"] if self.num_targets else []
+        heads += ["dipole"] if self.dipole else []
+        heads += [f"{self.num_vectors} vectors"] if self.num_vectors else []
+        return (
+            f"{type(self).__name__}(species={self.embedding.species}, {self.interactions.irreps_out}, "
+            f"{len(self.interactions.convs)} {self.interactions.layer} layers, {', '.join(heads)}, {n} weights)"
+        )

@@ -1,0 +1,76 @@
+"""Normalisation statistics of a training set: neighbours per atom, per-species energy shifts, scales."""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional, Sequence
+
+import torch
+
+from ..data import keys as K
+from ..data.neighbors import radius_graph
+
+__all__ = ["dataset_statistics"]
+
+
+def dataset_statistics(
+    dataset: Iterable,
+    cutoff: float,
+    species: Optional[Sequence[int]] = None,
+    energy_key: str = K.ENERGY,
+    forces_key: str = K.FORCES,
+) -> dict:
+    """Statistics that models keep as constants or buffers, from the graphs of a training set.
+
+    Returns:
+        ``{"species": [...], "avg_num_neighbors": float, "num_graphs": int, "num_atoms": int}``
+        plus, when the graphs have ``energy``: ``"energy_shift"`` (float64 ``(num_species,)``, the
+        least-squares fit of the energies on the species counts, eV per atom of each species) and
+        ``"energy_scale"`` (float: the RMS of the force components when the graphs have
+        ``forces``, otherwise the RMS of the per-atom residual energy).
+
+    Raises:
+        ValueError: an empty dataset, or a graph with an atomic number outside ``species``
+            (naming the graph).
+    """
+    graphs = list(dataset)
+    if not graphs:
+        raise ValueError("dataset_statistics: the dataset is empty")
+    zs = [g[K.ATOMIC_NUMBER].long() for g in graphs]
+    present = sorted({int(z) for zz in zs for z in zz.unique().tolist()})
+    species = present if species is None else [int(z) for z in species]
+    index = {z: i for i, z in enumerate(species)}
+    counts = torch.zeros(len(graphs), len(species), dtype=torch.float64)
+    neighbours, atoms = 0, 0
+    for n, (g, z) in enumerate(zip(graphs, zs)):
+        for value, c in zip(*z.unique(return_counts=True)):
+            if int(value) not in index:
+                name = getattr(g, K.NAME, None) or f"graph {n}"
+                raise ValueError(f"dataset_statistics: {name} has atomic number {int(value)}, not in species {species}")
+            counts[n, index[int(value)]] = float(c)
+        edge_index = getattr(g, K.EDGE_INDEX, None)
+        if edge_index is None:
+            cell = getattr(g, K.CELL, None)
+            if cell is not None:
+                edge_index, _ = radius_graph(g[K.POSITION], cutoff, cell=cell, pbc=getattr(g, K.PBC, None))
+            else:
+                edge_index = radius_graph(g[K.POSITION], cutoff)
+        neighbours += edge_index.shape[1]
+        atoms += z.numel()
+    stats = {
+        "species": species,
+        "avg_num_neighbors": neighbours / max(atoms, 1),
+        "num_graphs": len(graphs),
+        "num_atoms": atoms,
+    }
+    if all(getattr(g, energy_key, None) is not None for g in graphs):
+        energy = torch.stack([torch.as_tensor(g[energy_key], dtype=torch.float64).reshape(()) for g in graphs])
+        shift = torch.linalg.lstsq(counts, energy[:, None], driver="gelsd").solution[:, 0]
+        stats["energy_shift"] = shift
+        if all(getattr(g, forces_key, None) is not None for g in graphs):
+            forces = torch.cat([g[forces_key].to(torch.float64).reshape(-1) for g in graphs])
+            scale = forces.square().mean().sqrt().item()
+        else:
+            residual = (energy - counts @ shift) / counts.sum(1)
+            scale = residual.square().mean().sqrt().item()
+        stats["energy_scale"] = scale if scale > 0 else 1.0
+    return stats

@@ -1,0 +1,240 @@
+import pytest
+import torch
+from torch_geometric.data import Batch, Data
+
+from eqgeo.data import radius_graph
+from eqgeo.models import InteratomicPotential, dataset_statistics
+
+from ._mixin import GRAPH, NODE, ModelTestsMixin, random_molecule
+
+SPECIES = [1, 6, 8]
+
+
+def _model(dtype, layer="conv", parity="natural", **kwargs):
+    kwargs = {"channels": 4, "lmax": 2, "num_layers": 2, "cutoff": 3.0, "heads": 2, "key_dim": 4,
+              "radial_hidden": 8, "avg_num_neighbors": 3.0, **kwargs}
+    model = InteratomicPotential(SPECIES, parity=parity, layer=layer, **kwargs).to(dtype).eval()
+    model.set_statistics(torch.tensor([-13.6, -1029.8, -2041.6]), torch.tensor([0.7, 1.1, 1.3]))
+    return model
+
+
+def _molecules(dtype, n=3):
+    g = torch.Generator().manual_seed(7)
+    return [random_molecule(SPECIES, k, dtype, generator=g) for k in (5, 3, 6)[:n]]
+
+
+class _PotentialTests(ModelTestsMixin):
+    outputs = {"energy": (GRAPH, "0e"), "forces": (NODE, "1o"), "atomic_energy": (NODE, "0e")}
+    statistics = ("energy_shift", "energy_scale")
+    layer, parity = "conv", "natural"
+
+    def make_model(self, dtype):
+        return _model(dtype, self.layer, self.parity)
+
+    def make_graphs(self, dtype):
+        return _molecules(dtype)
+
+    def compile_target(self, model, data):
+        return model.atomic_energies, (data.z, data.pos, data.edge_index, data.batch)
+
+    def extra_atom(self, data, pos):
+        return Data(z=torch.cat([data.z, torch.tensor([1])]), pos=torch.cat([data.pos, pos[None]]))
+
+    def check_isolated(self, model, data, out):
+        assert out["forces"].abs().max() == 0
+        alone = [model(Data(z=data.z[i : i + 1], pos=data.pos[i : i + 1]))["energy"] for i in range(data.num_nodes)]
+        torch.testing.assert_close(out["energy"], torch.stack(alone).sum(0))
+
+    def test_forces_are_minus_energy_gradient(self):
+        """Forces equal central finite differences of the energy (float64)."""
+        model = self.make_model(torch.float64)
+        data = self.make_graphs(torch.float64)[0]
+        forces = model(data)["forces"]
+        h = 1e-5
+        fd = torch.zeros_like(forces)
+        for i in range(data.num_nodes):
+            for k in range(3):
+                energies = []
+                for sign in (1, -1):
+                    d = data.clone()
+                    d.pos = data.pos.clone()
+                    d.pos[i, k] += sign * h
+                    energies.append(model(d, compute_forces=False)["energy"].sum())
+                fd[i, k] = -(energies[0] - energies[1]) / (2 * h)
+        torch.testing.assert_close(forces, fd, atol=1e-7, rtol=1e-6)
+
+    def test_forces_continuous_at_cutoff(self):
+        model = self.make_model(torch.float64)
+        data = self.make_graphs(torch.float64)[0]
+        far = data.pos[:, 0].argmax()
+        forces = []
+        for r in (self.cutoff - 1e-6, self.cutoff + 1e-6):
+            forces.append(model(self.extra_atom(data, data.pos[far] + torch.tensor([r, 0.0, 0.0], dtype=torch.float64)))["forces"])
+        torch.testing.assert_close(forces[0], forces[1], atol=1e-9, rtol=0)
+
+    def test_training_step_reaches_all_weights(self):
+        """In training mode forces keep their graph: a force loss gives gradients to every weight."""
+        model = self.make_model(torch.float64).train()
+        data = Batch.from_data_list(self.make_graphs(torch.float64))
+        out = model(data)
+        assert out["forces"].requires_grad
+        out["forces"].square().sum().backward()
+        missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+        assert not missing, missing
+
+
+class TestPotentialConv(_PotentialTests):
+    pass
+
+
+class TestPotentialTransformer(_PotentialTests):
+    layer = "transformer"
+
+
+class TestPotentialFullParity(_PotentialTests):
+    parity = "full"
+    check_compile = False
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
+def test_compiled_forces(training):
+    """Forces through ``torch.autograd.grad`` compile as one graph with ``trace_autograd_ops``;
+    with ``create_graph=True`` the force loss back-propagates through the compiled graph."""
+    model = _model(torch.float64)
+    data = Batch.from_data_list(_molecules(torch.float64))
+    edge_index = radius_graph(data.pos, 3.0, data.batch)
+
+    def forces(pos):
+        energy = model.atomic_energies(data.z, pos, edge_index, data.batch).sum()
+        return -torch.autograd.grad(energy, pos, create_graph=training)[0]
+
+    pos = data.pos.clone().requires_grad_(True)
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(trace_autograd_ops=True):
+        compiled = torch.compile(forces, fullgraph=True, backend="aot_eager")
+        got = compiled(pos)
+    expected = forces(pos)
+    torch.testing.assert_close(got, expected)
+    assert got.requires_grad == training
+    if training:
+        grads = [torch.autograd.grad(f.square().sum(), list(model.parameters())) for f in (got, expected)]
+        for a, b in zip(*grads):
+            torch.testing.assert_close(a, b)
+    torch._dynamo.reset()
+
+
+def test_no_grad_inference_detaches_outputs():
+    model = _model(torch.float64)
+    with torch.no_grad():
+        out = model(_molecules(torch.float64, 1)[0])
+    assert not out["forces"].requires_grad and not out["energy"].requires_grad
+    assert out["forces"].abs().sum() > 0
+
+
+def test_energy_shift_stays_float64_in_a_float32_model():
+    model = _model(torch.float32)
+    model.set_statistics(torch.tensor([-13.6123456789, -1029.8123456789, -2041.6123456789], dtype=torch.float64), 1.0)
+    model = model.to(torch.float32)
+    assert model.energy_shift.dtype == torch.float64 and model.energy_scale.dtype == torch.float32
+    assert model.energy_shift[0].item() == -13.6123456789
+    out = model(_molecules(torch.float32, 1)[0])
+    assert out["energy"].dtype == torch.float64 and out["forces"].dtype == torch.float32
+
+
+def test_unknown_species_names_the_atomic_number():
+    model = _model(torch.float64)
+    with pytest.raises(ValueError, match=r"atomic numbers \[7\] are not among the model's species \[1, 6, 8\]"):
+        model(Data(z=torch.tensor([6, 7]), pos=torch.randn(2, 3, dtype=torch.float64)))
+
+
+def test_missing_fields_and_bad_shapes_raise():
+    model = _model(torch.float64)
+    with pytest.raises(ValueError, match="needs data.pos"):
+        model(Data(z=torch.tensor([6])))
+    with pytest.raises(ValueError, match=r"pos of shape \(N, 3\)"):
+        model(Data(z=torch.tensor([6, 1]), pos=torch.zeros(2, 2, dtype=torch.float64)))
+    with pytest.raises(ValueError, match="needs data with a periodic cell"):
+        model(_molecules(torch.float64, 1)[0], compute_stress=True)
+    with pytest.raises(ValueError, match="parity must be one of"):
+        _model(torch.float64, parity="odd")
+    with pytest.raises(ValueError, match="layer must be one of"):
+        _model(torch.float64, layer="mlp")
+
+
+def _crystal(dtype):
+    cell = torch.tensor([[3.2, 0.0, 0.0], [0.4, 3.0, 0.0], [0.2, 0.3, 3.4]], dtype=dtype)
+    frac = torch.tensor([[0.0, 0.0, 0.0], [0.5, 0.45, 0.55], [0.25, 0.7, 0.2]], dtype=dtype)
+    return Data(z=torch.tensor([8, 1, 6]), pos=frac @ cell, cell=cell[None], pbc=torch.tensor([[True, True, True]]))
+
+
+def test_stress_is_strain_derivative_over_volume():
+    """Stress equals finite differences of the energy under a symmetric strain, divided by the volume."""
+    model = _model(torch.float64)
+    data = _crystal(torch.float64)
+    out = model(data)
+    assert out["stress"].shape == (1, 3, 3) and out["forces"].shape == (3, 3)
+    torch.testing.assert_close(out["stress"], out["stress"].transpose(1, 2))
+    volume = torch.linalg.det(data.cell[0]).abs()
+    h = 1e-5
+    fd = torch.zeros(3, 3, dtype=torch.float64)
+    for a in range(3):
+        for b in range(3):
+            energies = []
+            for sign in (1, -1):
+                eps = torch.zeros(3, 3, dtype=torch.float64)
+                eps[a, b] += sign * h / 2
+                eps[b, a] += sign * h / 2
+                d = data.clone()
+                d.pos = data.pos + data.pos @ eps
+                d.cell = data.cell + data.cell @ eps
+                energies.append(model(d, compute_forces=False)["energy"].sum())
+            fd[a, b] = (energies[0] - energies[1]) / (2 * h) / volume
+    torch.testing.assert_close(out["stress"][0], fd, atol=1e-8, rtol=1e-6)
+    torch.testing.assert_close(out["virial"][0], -fd * volume, atol=1e-7, rtol=1e-6)
+
+
+def test_periodic_forces_and_stress_rotate_with_the_crystal():
+    model = _model(torch.float64)
+    data = _crystal(torch.float64)
+    out = model(data)
+    from eqgeo.o3 import rand_matrix
+
+    R = rand_matrix(dtype=torch.float64)
+    rotated = data.clone()
+    rotated.pos, rotated.cell = data.pos @ R.T, data.cell @ R.T
+    moved = model(rotated)
+    torch.testing.assert_close(moved["energy"], out["energy"])
+    torch.testing.assert_close(moved["forces"], out["forces"] @ R.T)
+    torch.testing.assert_close(moved["stress"][0], R @ out["stress"][0] @ R.T)
+
+
+def test_periodic_images_count():
+    """A one-atom cell smaller than the cutoff sees its own images: forces vanish by symmetry, energy is finite."""
+    model = _model(torch.float64)
+    data = Data(z=torch.tensor([6]), pos=torch.zeros(1, 3, dtype=torch.float64),
+                cell=(2.0 * torch.eye(3, dtype=torch.float64))[None], pbc=torch.tensor([[True, True, True]]))
+    out = model(data)
+    isolated = model(Data(z=torch.tensor([6]), pos=torch.zeros(1, 3, dtype=torch.float64)))
+    assert out["forces"].abs().max() < 1e-12
+    assert not torch.allclose(out["energy"], isolated["energy"])
+
+
+def test_from_data_statistics():
+    graphs = _molecules(torch.float64)
+    true_shift = {1: -0.5, 6: -37.8, 8: -75.0}
+    for g in graphs:
+        g.energy = torch.tensor([sum(true_shift[int(z)] for z in g.z)], dtype=torch.float64)
+        g.forces = torch.randn(g.num_nodes, 3, dtype=torch.float64)
+    stats = dataset_statistics(graphs, cutoff=3.0)
+    assert stats["species"] == [1, 6, 8]
+    edges = sum(radius_graph(g.pos, 3.0).shape[1] for g in graphs)
+    assert stats["avg_num_neighbors"] == pytest.approx(edges / sum(g.num_nodes for g in graphs))
+    model = InteratomicPotential.from_data(graphs, channels=4, lmax=1, num_layers=1, cutoff=3.0)
+    assert model.interactions.convs[0].avg_num_neighbors == pytest.approx(stats["avg_num_neighbors"])
+    forces = torch.cat([g.forces for g in graphs])
+    assert model.energy_scale[0].item() == pytest.approx(forces.square().mean().sqrt().item(), rel=1e-6)
+    counts = torch.tensor([[float((g.z == z).sum()) for z in (1, 6, 8)] for g in graphs], dtype=torch.float64)
+    energies = torch.cat([g.energy for g in graphs])
+    torch.testing.assert_close(counts @ model.energy_shift, energies)
+    with pytest.raises(ValueError, match="graph 1 has atomic number 8, not in species"):
+        dataset_statistics(graphs, cutoff=3.0, species=[1, 6])
