@@ -10,9 +10,8 @@ over contiguous channels; each output block is written once, in e3nn's layout. T
 written out the same way (it recomputes ``res`` instead of storing it).
 
 The kernels are registered as ``torch.library`` custom ops, so ``torch.compile`` sees one
-opaque op (no graph break) and autograd uses the hand-written backward; when a graph of the
-gradient is requested (double backward, e.g. training on forces) the backward is taken by
-autograd through the reference implementation instead, so gradients of gradients are exact.
+opaque op (no graph break) and autograd uses the hand-written backward, whose own derivative (double backward, e.g.
+training on forces) is registered in ``_tp_double_backward``.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ import torch
 from torch._subclasses.fake_tensor import is_fake, unset_fake_temporarily
 
 from ..o3 import Irreps, wigner_3j
-from ._tp_plan import Instruction, cg_blocks, reference_tensor_product, weight_offsets
+from ._tp_plan import Instruction, weight_offsets
 
 _BLOCK_BYTES = 1 << 21  # budget for the largest per-block temporary
 
@@ -103,12 +102,6 @@ class Plan:
             if not isinstance(first, torch.Tensor) or not is_fake(first):
                 self._ct_cache[key] = t
         return t
-
-    def cgs(self, dtype, device) -> list[torch.Tensor]:
-        return self._cached(
-            ("cgs", dtype, device),
-            lambda: cg_blocks(self.irreps_in1, self.irreps_in2, self.irreps_out, self.instructions, dtype, device),
-        )
 
     def block_size(self, itemsize: int, device: torch.device, batch: int) -> int:
         """Samples per block: cache-sized on the CPU, the whole batch on accelerators."""
@@ -369,22 +362,10 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, grad):
+    # The backward op is itself differentiable (eqgeo.nn._tp_double_backward registers its
+    # exact derivative), so double backward (training on forces) also runs the fast kernels,
+    # eagerly and inside compiled graphs.
     x1, x2, weight = ctx.saved_tensors
-    if torch.is_grad_enabled() and not torch.compiler.is_compiling():
-        # A graph of the gradient is requested (double backward): differentiate the reference.
-        # (Compiled graphs use the opaque backward op: double backward is eager-only.)
-        plan = get_plan(ctx.key)
-        with torch.enable_grad():
-            y = reference_tensor_product(
-                x1, x2, weight, plan.irreps_in1, plan.irreps_in2, plan.irreps_out, plan.instructions, plan.shared,
-                plan.cgs(x1.dtype, x1.device),
-            )
-            inputs = [t for t in (x1, x2, weight) if t.requires_grad]
-            grads = torch.autograd.grad(y, inputs, grad, create_graph=True, allow_unused=True) if inputs else []
-        it = iter(grads)
-        out = [next(it) if t.requires_grad else None for t in (x1, x2, weight)]
-        out = [torch.zeros_like(t) if (g is None and t.requires_grad) else g for g, t in zip(out, (x1, x2, weight))]
-        return out[0], out[1], out[2], None
     gx1, gx2, gw = tensor_product_backward_op(grad, x1, x2, weight, ctx.key)
     return gx1, gx2, gw, None
 
