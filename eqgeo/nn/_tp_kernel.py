@@ -16,6 +16,7 @@ training on forces) is registered in ``_tp_double_backward``.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import json
 import math
@@ -25,9 +26,16 @@ import torch
 from torch._subclasses.fake_tensor import is_fake, unset_fake_temporarily
 
 from ..o3 import Irreps, wigner_3j
+from . import _native
 from ._tp_plan import Instruction, weight_offsets
 
 _BLOCK_BYTES = 1 << 21  # budget for the largest per-block temporary
+_NATIVE_MODES = ("uvu", "uuu")
+_NATIVE_DTYPES = {torch.float32: "eqgeo_tp_{}_f32", torch.float64: "eqgeo_tp_{}_f64"}
+
+
+def _native_mode(mode: str) -> int:
+    return _NATIVE_MODES.index(mode)  # the kernel's MODE_UVU = 0, MODE_UUU = 1
 
 
 @dataclass
@@ -67,10 +75,31 @@ class Plan:
         self.shared = cfg["shared"]
         self.instructions = [Instruction(*i[:6], tuple(i[6])) for i in cfg["ins"]]
         self.weight_numel = sum(math.prod(i.path_shape) for i in self.instructions if i.has_weight)
-        offsets = weight_offsets(self.instructions)
+        self._offsets = weight_offsets(self.instructions)
+        # Output blocks whose every writer is a "uvu"/"uuu" path are computed by the native CPU
+        # kernel when it is available; the others by the PyTorch code below ("rest" groups).
+        native_mode = [i.connection_mode in _NATIVE_MODES for i in self.instructions]
+        block_native = [
+            all(native_mode[k] for k, i in enumerate(self.instructions) if i.i_out == o) for o in range(len(self.irreps_out))
+        ]
+        self.native_index = [k for k, i in enumerate(self.instructions) if block_native[i.i_out]]
+        native = set(self.native_index)
+        self.groups = self._make_groups(range(len(self.instructions)))
+        self.rest_groups = self._make_groups(k for k in range(len(self.instructions)) if k not in native)
+        self.s1, self.s2, self.so = self.irreps_in1.slices(), self.irreps_in2.slices(), self.irreps_out.slices()
+        per_sample = [g.d1 * g.d2 * g.U * (1 if g.diag else g.V) for g in self.groups]
+        per_sample += [sum(m.dout for m in g.members) * g.U * (1 if g.diag else g.V) for g in self.groups]
+        self._per_sample = max(per_sample, default=1)
+        writers = [sum(1 for i in self.instructions if i.i_out == o) for o in range(len(self.irreps_out))]
+        self.sole_writer = [writers[i.i_out] == 1 for i in self.instructions]
+        self._ct_cache: dict = {}
+
+    def _make_groups(self, indices) -> list[_Group]:
+        """The paths ``indices`` grouped by input pair, each group with its stacked 3j blocks."""
         groups: dict[tuple, _Group] = {}
         blocks: dict[tuple, list] = {}
-        for idx, (ins, off) in enumerate(zip(self.instructions, offsets)):
+        for idx in indices:
+            ins, off = self.instructions[idx], self._offsets[idx]
             (m1, ir1), (m2, ir2), (_, iro) = self.irreps_in1[ins.i_in1], self.irreps_in2[ins.i_in2], self.irreps_out[ins.i_out]
             diag = ins.connection_mode in ("uuu", "uuw")
             gk = (ins.i_in1, ins.i_in2, diag)
@@ -84,21 +113,46 @@ class Plan:
             g.members.append(_Member(idx, k0, iro.dim, ins.connection_mode, ins.has_weight, off, ins.path_shape, ins.i_out))
         for gk, g in groups.items():
             g.ct64 = torch.cat(blocks[gk], dim=0).contiguous()
-        self.groups = list(groups.values())
-        self.s1, self.s2, self.so = self.irreps_in1.slices(), self.irreps_in2.slices(), self.irreps_out.slices()
-        per_sample = [g.d1 * g.d2 * g.U * (1 if g.diag else g.V) for g in self.groups]
-        per_sample += [sum(m.dout for m in g.members) * g.U * (1 if g.diag else g.V) for g in self.groups]
-        self._per_sample = max(per_sample, default=1)
-        writers = [sum(1 for i in self.instructions if i.i_out == o) for o in range(len(self.irreps_out))]
-        self.sole_writer = [writers[i.i_out] == 1 for i in self.instructions]
-        self._ct_cache: dict = {}
+        return list(groups.values())
+
+    def native_tables(self, dtype) -> tuple:
+        """Tables of the native kernel for ``dtype`` (CPU): path fields, 3j blocks, zero ranges."""
+        return self._cached(("native", dtype), lambda: self._make_native_tables(dtype))
+
+    def _make_native_tables(self, dtype) -> tuple:
+        # "uvu" paths first (the kernel's channel-major part), then "uuu"; the first path into
+        # an output block (in that order) writes it, the others add to it.
+        order = sorted(self.native_index, key=lambda k: self.instructions[k].connection_mode != "uvu")
+        meta, cgs, seen, coff = [], [], set(), 0
+        maxu = maxudo = maxa = 1
+        for k in order:
+            ins = self.instructions[k]
+            (m1, ir1), (m2, ir2), (_, iro) = self.irreps_in1[ins.i_in1], self.irreps_in2[ins.i_in2], self.irreps_out[ins.i_out]
+            C = wigner_3j(ir1.l, ir2.l, iro.l, dtype=torch.float64) * ins.path_weight  # (d1, d2, dout)
+            cgs.append(C.permute(1, 0, 2).reshape(-1))  # stored (d2, d1, dout)
+            woff = self._offsets[k] if ins.has_weight else -1
+            meta.append([
+                _native_mode(ins.connection_mode), self.s1[ins.i_in1].start, self.s2[ins.i_in2].start,
+                self.so[ins.i_out].start, m1, m2, ir1.dim, ir2.dim, iro.dim, woff, coff, int(ins.i_out not in seen),
+            ])
+            seen.add(ins.i_out)
+            coff += C.numel()
+            maxu, maxudo, maxa = max(maxu, m1), max(maxudo, m1 * iro.dim), max(maxa, ir1.dim * iro.dim)
+        written = {i.i_out for i in self.instructions}
+        zeros = [[sl.start, sl.stop - sl.start] for o, sl in enumerate(self.so) if o not in written]
+        blocks1 = [[sl.start, mul, ir.dim] for sl, (mul, ir) in zip(self.s1, self.irreps_in1)]
+        nuvu = sum(1 for k in order if self.instructions[k].connection_mode == "uvu")
+        ints = lambda rows: torch.tensor(rows, dtype=torch.int64).reshape(-1)  # noqa: E731
+        cg = (torch.cat(cgs) if cgs else torch.zeros(1, dtype=torch.float64)).to(dtype).contiguous()
+        sizes = (len(order), nuvu, len(zeros), len(blocks1), maxu, maxudo, maxa)
+        return ints(meta), cg, ints(zeros), ints(blocks1), sizes
 
     def _cached(self, key, make):
         """Constant tensors cached per dtype/device; never a fake tensor made while tracing."""
         t = self._ct_cache.get(key)
         if t is None:
             t = make()
-            first = t[0] if isinstance(t, list) else t
+            first = t[0] if isinstance(t, (list, tuple)) else t
             if not isinstance(first, torch.Tensor) or not is_fake(first):
                 self._ct_cache[key] = t
         return t
@@ -139,10 +193,13 @@ def _to_cm(x: torch.Tensor, sl: slice, mul: int, d: int) -> torch.Tensor:
     return x[:, sl].reshape(n, mul, d).permute(2, 0, 1).contiguous()
 
 
-def _from_cm(a: torch.Tensor, dest: torch.Tensor) -> None:
-    """Write component-major ``a`` ``(d, n, mul)`` into ``dest`` ``(n, mul*d)`` (e3nn layout)."""
+def _from_cm(a: torch.Tensor, dest: torch.Tensor, accumulate: bool = False) -> None:
+    """Write (or add) component-major ``a`` ``(d, n, mul)`` into ``dest`` ``(n, mul*d)`` (e3nn layout)."""
     d, n, mul = a.shape
-    dest.view(n, mul, d).copy_(a.permute(1, 2, 0))
+    if accumulate:
+        dest.view(n, mul, d).add_(a.permute(1, 2, 0))
+    else:
+        dest.view(n, mul, d).copy_(a.permute(1, 2, 0))
 
 
 def _weights(w: torch.Tensor, m: _Member, shared: bool, n: int) -> torch.Tensor:
@@ -233,13 +290,75 @@ def _res_view(g: _Group, res: torch.Tensor, m: _Member, n: int) -> torch.Tensor:
     return r.reshape(m.dout, n, g.U) if _flat(g) else r.reshape(m.dout, n, g.U, g.V)
 
 
+def _use_native(plan: Plan, x: torch.Tensor) -> bool:
+    return (
+        bool(plan.native_index)
+        and x.device.type == "cpu"
+        and x.dtype in _NATIVE_DTYPES
+        and _native.enabled()
+    )
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return t.data_ptr() if t is not None and t.numel() > 0 else None
+
+
+def _native_header(plan: Plan, B: int, sizes: tuple) -> ctypes.Array:
+    npaths, nuvu, nzero, nb1, maxu, maxudo, maxa = sizes
+    vals = [B, npaths, nuvu, plan.irreps_in1.dim, plan.irreps_in2.dim, plan.irreps_out.dim,
+            0 if plan.shared else plan.weight_numel, plan.weight_numel, nzero, nb1, maxu, maxudo, maxa]
+    return (ctypes.c_int64 * len(vals))(*vals)
+
+
+_HUGE_BYTES = 8 << 20
+
+
+def _fresh(shape, like: torch.Tensor, lib) -> torch.Tensor:
+    """An uninitialised result; large ones get a transparent-huge-page hint before first touch."""
+    t = torch.empty(shape, dtype=like.dtype, device=like.device)
+    nbytes = t.numel() * t.element_size()
+    if nbytes >= _HUGE_BYTES:
+        lib.eqgeo_advise_hugepages(t.data_ptr(), nbytes)
+    return t
+
+
+def _native_forward(plan: Plan, x1: torch.Tensor, x2: torch.Tensor, w: torch.Tensor, out: torch.Tensor) -> None:
+    meta, cg, zeros, blocks1, sizes = plan.native_tables(x1.dtype)
+    hdr = _native_header(plan, x1.shape[0], sizes)
+    fn = getattr(_native.library(), _NATIVE_DTYPES[x1.dtype].format("forward"))
+    rc = fn(ctypes.addressof(hdr), _ptr(meta), _ptr(blocks1), _ptr(zeros), _ptr(cg), _ptr(x1), _ptr(x2), _ptr(w),
+            _ptr(out), torch.get_num_threads())
+    if rc != 0:
+        raise MemoryError("eqgeo native tensor product: out of memory for its scratch buffers")
+
+
+def _native_backward(plan, grad, x1, x2, w, gx1, gx2, gw) -> None:
+    meta, cg, _, blocks1, sizes = plan.native_tables(x1.dtype)
+    hdr = _native_header(plan, x1.shape[0], sizes)
+    fn = getattr(_native.library(), _NATIVE_DTYPES[x1.dtype].format("backward"))
+    rc = fn(ctypes.addressof(hdr), _ptr(meta), _ptr(blocks1), _ptr(cg), _ptr(grad), _ptr(x1), _ptr(x2), _ptr(w),
+            _ptr(gx1), _ptr(gx2), _ptr(gw), torch.get_num_threads())
+    if rc != 0:
+        raise MemoryError("eqgeo native tensor product: out of memory for its scratch buffers")
+
+
 def forward_blocks(plan: Plan, x1: torch.Tensor, x2: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     B = x1.shape[0]
     dtype, device = x1.dtype, x1.device
-    out = torch.empty(B, plan.irreps_out.dim, dtype=dtype, device=device)
-    unused = [i for i in range(len(plan.irreps_out)) if not any(m.i_out == i for g in plan.groups for m in g.members)]
-    for i in unused:
-        out[:, plan.so[i]] = 0
+    if _use_native(plan, x1):
+        # writes the blocks of "uvu"/"uuu" paths and zeroes the blocks no path writes
+        out = _fresh((B, plan.irreps_out.dim), x1, _native.library())
+        _native_forward(plan, x1, x2, w, out)
+        groups = plan.rest_groups
+    else:
+        out = torch.empty(B, plan.irreps_out.dim, dtype=dtype, device=device)
+        groups = plan.groups
+        written = {m.i_out for g in groups for m in g.members}
+        for i in range(len(plan.irreps_out)):
+            if i not in written:
+                out[:, plan.so[i]] = 0
+    if not groups:
+        return out
     c = plan.block_size(x1.element_size(), x1.device, B)
     for s in range(0, B, c):
         e = min(s + c, B)
@@ -247,7 +366,7 @@ def forward_blocks(plan: Plan, x1: torch.Tensor, x2: torch.Tensor, w: torch.Tens
         xa, xb = x1[s:e], x2[s:e]
         wb = w if plan.shared else w[s:e]
         X1s, X2s, acc = {}, {}, {}
-        for g in plan.groups:
+        for g in groups:
             if g.i1 not in X1s:
                 X1s[g.i1] = _to_cm(xa, plan.s1[g.i1], g.U, g.d1)
             if g.i2 not in X2s:
@@ -272,9 +391,24 @@ def forward_blocks(plan: Plan, x1: torch.Tensor, x2: torch.Tensor, w: torch.Tens
 def backward_blocks(plan: Plan, grad: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor, w: torch.Tensor):
     B = x1.shape[0]
     dtype, device = x1.dtype, x1.device
-    gx1 = torch.zeros_like(x1)  # entries of irreps that no path uses stay zero
-    gx2 = torch.zeros_like(x2)
-    gw = torch.zeros(1 if plan.shared else B, plan.weight_numel, dtype=dtype, device=device)
+    if _use_native(plan, x1):
+        # The kernel writes all of gx1 and gx2 and the weight gradient of its paths (per-sample
+        # weights written, shared ones added); the other paths add to gx1/gx2 and write theirs.
+        lib = _native.library()
+        gx1, gx2 = _fresh(x1.shape, x1, lib), _fresh(x2.shape, x2, lib)
+        if plan.shared:
+            gw = torch.zeros(w.shape[0], plan.weight_numel, dtype=dtype, device=device)
+        else:
+            gw = _fresh((w.shape[0], plan.weight_numel), w, lib)
+        _native_backward(plan, grad, x1, x2, w, gx1, gx2, gw)
+        groups, accumulate = plan.rest_groups, True
+    else:
+        gx1 = torch.zeros_like(x1)  # entries of irreps that no path uses stay zero
+        gx2 = torch.zeros_like(x2)
+        gw = torch.zeros(1 if plan.shared else B, plan.weight_numel, dtype=dtype, device=device)
+        groups, accumulate = plan.groups, False
+    if not groups:
+        return gx1, gx2, gw
     c = plan.block_size(x1.element_size(), x1.device, B)
     for s in range(0, B, c):
         e = min(s + c, B)
@@ -282,7 +416,7 @@ def backward_blocks(plan: Plan, grad: torch.Tensor, x1: torch.Tensor, x2: torch.
         xa, xb, gb = x1[s:e], x2[s:e], grad[s:e]
         wb = w if plan.shared else w[s:e]
         X1s, X2s, G1, G2, GO = {}, {}, {}, {}, {}
-        for g in plan.groups:
+        for g in groups:
             if g.i1 not in X1s:
                 X1s[g.i1] = _to_cm(xa, plan.s1[g.i1], g.U, g.d1)
             if g.i2 not in X2s:
@@ -325,9 +459,9 @@ def backward_blocks(plan: Plan, grad: torch.Tensor, x1: torch.Tensor, x2: torch.
             G1[g.i1] = g1 if g.i1 not in G1 else G1[g.i1].add_(g1)
             G2[g.i2] = g2 if g.i2 not in G2 else G2[g.i2].add_(g2)
         for i, G in G1.items():
-            _from_cm(G, gx1[s:e, plan.s1[i]])
+            _from_cm(G, gx1[s:e, plan.s1[i]], accumulate)
         for i, G in G2.items():
-            _from_cm(G, gx2[s:e, plan.s2[i]])
+            _from_cm(G, gx2[s:e, plan.s2[i]], accumulate)
     return gx1, gx2, gw
 
 
