@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -119,7 +120,9 @@ def main() -> None:
     modes = ["eager"] + ([] if args.no_compile else ["compiled"])
     print(f"# Tensor product: {EDGES:,} edges, uvu with per-edge weights, float32, 2 threads")
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} cores visible; torch {torch.__version__}, "
-          f"e3nn {e3nn.__version__}; compiled = torch.compile (Inductor) applied to both\n")
+          f"e3nn {e3nn.__version__}; compiled = torch.compile (Inductor) applied to both")
+    print(f"eqgeo native kernel: {'on' if _native_on() else 'off'}; load average at start: "
+          f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}\n")
     for kind, title in (("tp", "tensor product, forward + backward"), ("mp", f"message-passing step ({NODES:,} nodes), forward + backward")):
         print(f"## {title}\n")
         print("| lmax | mode | eqgeo ms | e3nn ms | speed-up | eqgeo peak MB | e3nn peak MB |")
@@ -130,6 +133,13 @@ def main() -> None:
                 print(f"| {lmax} | {mode} | {ours['ms']:.0f} | {theirs['ms']:.0f} | {theirs['ms'] / ours['ms']:.1f}x "
                       f"| {ours['peak_mb']:.0f} | {theirs['peak_mb']:.0f} |", flush=True)
         print()
+    print(f"load average at end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+
+
+def _native_on() -> bool:
+    from eqgeo.nn import _native
+
+    return _native.enabled()
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ _lock = threading.Lock()
 _BASE_FLAGS = ["-O3", "-std=gnu11", "-fPIC", "-shared", "-pthread"]
 _FLAG_SETS = (_BASE_FLAGS + ["-march=native"], _BASE_FLAGS)  # tried in this order
 _lib: ctypes.CDLL | None = None
+_lib_flags: list[str] | None = None  # the flags the loaded library was built with
 _failed = False
 
 
@@ -117,7 +118,7 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
 
 def library() -> ctypes.CDLL | None:
     """The loaded kernel library, compiling it on first use; ``None`` if that is impossible."""
-    global _lib, _failed
+    global _lib, _lib_flags, _failed
     if _lib is not None or _failed:
         return _lib
     with _lock:
@@ -132,6 +133,7 @@ def library() -> ctypes.CDLL | None:
             for flags in _FLAG_SETS:
                 try:
                     _lib = _bind(ctypes.CDLL(str(_compile(cc, flags, source))))
+                    _lib_flags = flags
                     break
                 except (OSError, RuntimeError, subprocess.SubprocessError, AttributeError) as exc:
                     errors.append(str(exc))

@@ -146,13 +146,16 @@ INLINE void NAME(contract_y)(real *restrict A, const real *restrict C, const rea
     }
 }
 
-/* gy[j] += sum_q C[j, q] gA[q] */
+/* gy[j] += sum_q C[j, q] gA[q] (one independent sum per j, in step, to hide FMA latency) */
 INLINE void NAME(contract_back)(real *restrict gy, const real *restrict C, const real *restrict gA, int64_t d2, int64_t n) {
-    for (int64_t j = 0; j < d2; ++j) {
-        const real *Cj = C + j * n;
-        real t = 0;
-        for (int64_t q = 0; q < n; ++q) t += Cj[q] * gA[q];
-        gy[j] += t;
+    for (int64_t j0 = 0; j0 < d2; j0 += 8) {
+        const int64_t jn = d2 - j0 < 8 ? d2 - j0 : 8;
+        real t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (int64_t q = 0; q < n; ++q) {
+            const real g = gA[q];
+            for (int64_t j = 0; j < jn; ++j) t[j] += C[(j0 + j) * n + q] * g;
+        }
+        for (int64_t j = 0; j < jn; ++j) gy[j0 + j] += t[j];
     }
 }
 
@@ -200,34 +203,49 @@ static void NAME(from_t)(real *restrict o, const real *restrict t, int64_t U, in
     }
 }
 
+/* Vectors of 32 bytes (GNU C vector extensions; lowered to whatever the target has). */
+typedef real NAME(vec) __attribute__((vector_size(32)));
+#define vec NAME(vec)
+#define VL ((int64_t)(sizeof(vec) / sizeof(real)))
+INLINE vec NAME(vload)(const real *p) {
+    vec v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+INLINE void NAME(vstore)(real *p, vec v) { memcpy(p, &v, sizeof v); }
+INLINE real NAME(vsum)(vec v) {
+    real s = 0;
+    for (int64_t l = 0; l < VL; ++l) s += v[l];
+    return s;
+}
+
 /* One "uvu" path, one v: o[u*dout + k] (=|+=) s[u] sum_i XT[i*U + u] A[i*dout + k], for output
- * components kb <= k < kb + KN (KN <= 7). Eight channels at a time: the KN x 8 accumulators
- * stay in registers, and are transposed into the feature layout on the way out. */
-#define EQGEO_LANES 8
+ * components kb <= k < kb + KN (KN <= 7). VL channels at a time: the KN accumulator vectors
+ * stay in registers and are transposed into the feature layout on the way out. */
 INLINE void NAME(uvu_fwd_k)(real *restrict o, const real *restrict XT, const real *restrict A, const real *restrict sp,
                            int64_t U, int64_t d1, int64_t dout, int64_t kb, const int64_t KN, int add) {
     int64_t u0 = 0;
-    for (; u0 + EQGEO_LANES <= U; u0 += EQGEO_LANES) {
-        real acc[7][EQGEO_LANES];
-        for (int64_t k = 0; k < KN; ++k)
-            for (int l = 0; l < EQGEO_LANES; ++l) acc[k][l] = A[kb + k] * XT[u0 + l];
+    for (; u0 + VL <= U; u0 += VL) {
+        vec acc[7];
+        const vec x0 = NAME(vload)(XT + u0);
+        for (int64_t k = 0; k < KN; ++k) acc[k] = x0 * A[kb + k];
         for (int64_t i = 1; i < d1; ++i) {
-            const real *restrict xt = XT + i * U + u0;
-            for (int64_t k = 0; k < KN; ++k) {
-                const real a = A[i * dout + kb + k];
-                for (int l = 0; l < EQGEO_LANES; ++l) acc[k][l] += a * xt[l];
-            }
+            const vec x = NAME(vload)(XT + i * U + u0);
+            for (int64_t k = 0; k < KN; ++k) acc[k] += x * A[i * dout + kb + k];
         }
-        if (sp)
-            for (int64_t k = 0; k < KN; ++k)
-                for (int l = 0; l < EQGEO_LANES; ++l) acc[k][l] *= sp[u0 + l];
+        if (sp) {
+            const vec s = NAME(vload)(sp + u0);
+            for (int64_t k = 0; k < KN; ++k) acc[k] *= s;
+        }
+        real T[7][VL];
+        for (int64_t k = 0; k < KN; ++k) NAME(vstore)(T[k], acc[k]);
         real *restrict ou = o + u0 * dout + kb;
         if (add) {
-            for (int l = 0; l < EQGEO_LANES; ++l)
-                for (int64_t k = 0; k < KN; ++k) ou[l * dout + k] += acc[k][l];
+            for (int64_t l = 0; l < VL; ++l)
+                for (int64_t k = 0; k < KN; ++k) ou[l * dout + k] += T[k][l];
         } else {
-            for (int l = 0; l < EQGEO_LANES; ++l)
-                for (int64_t k = 0; k < KN; ++k) ou[l * dout + k] = acc[k][l];
+            for (int64_t l = 0; l < VL; ++l)
+                for (int64_t k = 0; k < KN; ++k) ou[l * dout + k] = T[k][l];
         }
     }
     for (; u0 < U; ++u0) { /* remaining channels */
@@ -252,6 +270,88 @@ static void NAME(uvu_fwd)(real *restrict o, const real *restrict XT, const real 
             const int64_t kn = dout - kb < 7 ? dout - kb : 7;
             NAME(uvu_fwd_k)(o, XT, A, sp, U, d1, dout, kb, kn, add);
         }
+    }
+}
+
+/* Backward of one "uvu" path and one v (channel-major XT, GX, GT; DOUT = dout <= 7):
+ *   H = A GT,  GX += s H,  acc = sum_i XT_i H_i (gradient of the weights),
+ *   gA[i,k] = sum_u s[u] XT[i,u] GT[k,u]. */
+INLINE void NAME(uvu_bwd_k)(const real *restrict XT, real *restrict GX, const real *restrict GT, const real *restrict A,
+                           const real *restrict sp, real *restrict acc, real *restrict gA, int64_t U, int64_t d1,
+                           const int64_t DOUT) {
+    const int64_t Uv = U - U % VL;
+    for (int64_t i = 0; i < d1; ++i) {
+        const real *restrict xt = XT + i * U;
+        real *restrict gx = GX + i * U;
+        const real *restrict Ai = A + i * DOUT;
+        vec ga[7];
+        for (int64_t k = 0; k < DOUT; ++k) ga[k] = (vec){0};
+        for (int64_t u0 = 0; u0 < Uv; u0 += VL) {
+            vec G[7];
+            for (int64_t k = 0; k < DOUT; ++k) G[k] = NAME(vload)(GT + k * U + u0);
+            vec hv = G[0] * Ai[0];
+            for (int64_t k = 1; k < DOUT; ++k) hv += G[k] * Ai[k];
+            const vec x = NAME(vload)(xt + u0);
+            vec sx = x;
+            if (sp) {
+                const vec sv = NAME(vload)(sp + u0);
+                NAME(vstore)(gx + u0, NAME(vload)(gx + u0) + sv * hv);
+                sx = sv * x;
+                vec aw = x * hv;
+                if (i > 0) aw += NAME(vload)(acc + u0);
+                NAME(vstore)(acc + u0, aw);
+            } else {
+                NAME(vstore)(gx + u0, NAME(vload)(gx + u0) + hv);
+            }
+            for (int64_t k = 0; k < DOUT; ++k) ga[k] += sx * G[k];
+        }
+        real gs[7];
+        for (int64_t k = 0; k < DOUT; ++k) gs[k] = NAME(vsum)(ga[k]);
+        for (int64_t u = Uv; u < U; ++u) { /* remaining channels */
+            real hs = 0;
+            for (int64_t k = 0; k < DOUT; ++k) hs += Ai[k] * GT[k * U + u];
+            const real s = sp ? sp[u] : (real)1;
+            gx[u] += s * hs;
+            if (sp) acc[u] = (i > 0 ? acc[u] : 0) + xt[u] * hs;
+            for (int64_t k = 0; k < DOUT; ++k) gs[k] += s * xt[u] * GT[k * U + u];
+        }
+        for (int64_t k = 0; k < DOUT; ++k) gA[i * DOUT + k] = gs[k];
+    }
+}
+
+/* Same for any dout (plain loops; used for dout > 7). */
+static void NAME(uvu_bwd_any)(const real *restrict XT, real *restrict GX, const real *restrict GT, const real *restrict A,
+                              const real *restrict sp, real *restrict acc, real *restrict gA, real *restrict H,
+                              real *restrict SX, int64_t U, int64_t d1, int64_t dout) {
+    for (int64_t i = 0; i < d1; ++i) {
+        const real *restrict xt = XT + i * U;
+        real *restrict gx = GX + i * U;
+        for (int64_t u = 0; u < U; ++u) H[u] = A[i * dout] * GT[u];
+        for (int64_t k = 1; k < dout; ++k)
+            for (int64_t u = 0; u < U; ++u) H[u] += A[i * dout + k] * GT[k * U + u];
+        const real *sx = xt;
+        if (sp) {
+            for (int64_t u = 0; u < U; ++u) {
+                gx[u] += sp[u] * H[u];
+                SX[u] = sp[u] * xt[u];
+                acc[u] = (i > 0 ? acc[u] : 0) + xt[u] * H[u];
+            }
+            sx = SX;
+        } else {
+            for (int64_t u = 0; u < U; ++u) gx[u] += H[u];
+        }
+        for (int64_t k = 0; k < dout; ++k) gA[i * dout + k] = NAME(dot)(sx, GT + k * U, U);
+    }
+}
+
+static void NAME(uvu_bwd)(const real *XT, real *GX, const real *GT, const real *A, const real *sp, real *acc, real *gA,
+                          real *H, real *SX, int64_t U, int64_t d1, int64_t dout) {
+    switch (dout) {
+    case 1: NAME(uvu_bwd_k)(XT, GX, GT, A, sp, acc, gA, U, d1, 1); return;
+    case 3: NAME(uvu_bwd_k)(XT, GX, GT, A, sp, acc, gA, U, d1, 3); return;
+    case 5: NAME(uvu_bwd_k)(XT, GX, GT, A, sp, acc, gA, U, d1, 5); return;
+    case 7: NAME(uvu_bwd_k)(XT, GX, GT, A, sp, acc, gA, U, d1, 7); return;
+    default: NAME(uvu_bwd_any)(XT, GX, GT, A, sp, acc, gA, H, SX, U, d1, dout);
     }
 }
 
@@ -402,32 +502,7 @@ static void NAME(bwd_range)(void *p, int64_t start, int64_t end, int tid) {
                         sp = sc.S;
                     }
                 }
-                for (int64_t i = 0; i < d1; ++i) {
-                    const real *restrict xt = XTa + i * U;
-                    real *restrict gx = GXa + i * U;
-                    const real a0 = A[i * dout];
-                    for (int64_t u = 0; u < U; ++u) H[u] = a0 * GT[u];
-                    for (int64_t k = 1; k < dout; ++k) {
-                        const real ak = A[i * dout + k];
-                        const real *restrict gt = GT + k * U;
-                        for (int64_t u = 0; u < U; ++u) H[u] += ak * gt[u];
-                    }
-                    const real *sx = xt;
-                    if (sp) {
-                        for (int64_t u = 0; u < U; ++u) {
-                            gx[u] += sp[u] * H[u];
-                            SX[u] = sp[u] * xt[u];
-                        }
-                        sx = SX;
-                        if (i == 0)
-                            for (int64_t u = 0; u < U; ++u) acc[u] = xt[u] * H[u];
-                        else
-                            for (int64_t u = 0; u < U; ++u) acc[u] += xt[u] * H[u];
-                    } else {
-                        for (int64_t u = 0; u < U; ++u) gx[u] += H[u];
-                    }
-                    for (int64_t k = 0; k < dout; ++k) gA[i * dout + k] = NAME(dot)(sx, GT + k * U, U);
-                }
+                NAME(uvu_bwd)(XTa, GXa, GT, A, sp, acc, gA, H, SX, U, d1, dout);
                 if (woff >= 0) {
                     real *g = gw + woff + v;
                     if (shared)
@@ -503,6 +578,7 @@ int NAME(eqgeo_tp_backward)(const int64_t *hdr, const int64_t *meta, const int64
 #undef real
 #undef NAME
 #undef INLINE
-#undef EQGEO_LANES
+#undef vec
+#undef VL
 
 #endif
