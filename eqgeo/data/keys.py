@@ -57,6 +57,7 @@ CELL                 ``cell``                      float     ``(1, 3, 3)`` latti
 PBC                  ``pbc``                       bool      ``(1, 3)`` periodic along each cell vector
 ENERGY               ``energy``                    float64   ``(1,)`` total energy, eV
 ENERGY_REFERENCE     ``energy_ref``                float64   ``(1,)`` sum of isolated-atom energies, eV
+CHARGE               ``charge``                    float     ``(1,)`` total charge of the molecule, e
 TARGET               ``y``                         float64   ``(1, T)`` regression targets (dataset documents units)
 NAME                 ``name``                      str       record name (file stem, QM9 id, PDB id)
 SMILES               ``smiles``                    str       SMILES, when known
@@ -100,6 +101,7 @@ __all__ = [
     "PBC",
     "ENERGY",
     "ENERGY_REFERENCE",
+    "CHARGE",
     "TARGET",
     "NAME",
     "SMILES",
@@ -150,6 +152,7 @@ CELL = "cell"
 PBC = "pbc"
 ENERGY = "energy"
 ENERGY_REFERENCE = "energy_ref"
+CHARGE = "charge"
 TARGET = "y"
 NAME = "name"
 SMILES = "smiles"

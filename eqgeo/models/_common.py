@@ -54,15 +54,21 @@ class SpeciesEmbedding(torch.nn.Module):
         species = [int(z) for z in species]
         if not species or len(set(species)) != len(species) or not all(1 <= z <= 118 for z in species):
             raise ValueError(f"species must be distinct atomic numbers 1..118, got {species}")
-        self.species = species
         self.allow_unknown = bool(allow_unknown)
         self.num_types = len(species) + int(self.allow_unknown)
         self.num_kinds = int(num_kinds)
         table = torch.full((119,), self.num_types - 1 if self.allow_unknown else -1, dtype=torch.long)
         table[torch.tensor(species)] = torch.arange(len(species))
-        self.register_buffer("type_of", table, persistent=False)
+        # persistent: a state_dict records which element each embedding row belongs to
+        self.register_buffer("atomic_numbers", torch.tensor(species, dtype=torch.long))
+        self.register_buffer("type_of", table)
         self.embedding = torch.nn.Embedding(self.num_types * self.num_kinds, channels)
         self.irreps_out = Irreps([(channels, "0e")])
+
+    @property
+    def species(self) -> list[int]:
+        """The atomic numbers the model knows, in the order of its per-species parameters."""
+        return self.atomic_numbers.tolist()
 
     def reset_parameters(self) -> None:
         self.embedding.reset_parameters()
@@ -190,18 +196,23 @@ class GraphInputs:
         self.edge_index, self.shifts, self.cell = edge_index, shifts, cell
 
 
-def graph_inputs(data, cutoff: float, max_num_neighbors: Optional[int] = None) -> GraphInputs:
+def graph_inputs(
+    data, cutoff: float, max_num_neighbors: Optional[int] = None, dtype: Optional[torch.dtype] = None
+) -> GraphInputs:
     """Atomic numbers, positions, batch vector and edges of a ``Data``/``Batch``.
 
     ``edge_index`` (and ``shifts`` for periodic graphs) are taken from ``data`` when present,
     otherwise built with :func:`eqgeo.data.radius_graph` at ``cutoff`` (with periodic images
     when ``data`` has a ``cell`` with any periodic direction). Edges longer than ``cutoff``
-    contribute nothing (the envelope is zero there).
+    contribute nothing (the envelope is zero there). Positions and cell are cast to ``dtype``
+    (the model's), e.g. float64 positions from ASE into a float32 model.
     """
     for key in (K.ATOMIC_NUMBER, K.POSITION):
         if getattr(data, key, None) is None:
             raise ValueError(f"the model needs data.{key}, which this {type(data).__name__} does not have")
     z, pos = data[K.ATOMIC_NUMBER], data[K.POSITION]
+    if dtype is not None and pos.dtype != dtype:
+        pos = pos.to(dtype)
     if z.dim() != 1 or pos.shape != (z.shape[0], 3):
         raise ValueError(f"expected z of shape (N,) and pos of shape (N, 3), got {tuple(z.shape)} and {tuple(pos.shape)}")
     batch = getattr(data, K.BATCH, None)
@@ -211,6 +222,8 @@ def graph_inputs(data, cutoff: float, max_num_neighbors: Optional[int] = None) -
     else:
         num_graphs = int(data.num_graphs) if getattr(data, "num_graphs", None) is not None else int(batch.max()) + 1
     cell = getattr(data, K.CELL, None)
+    if cell is not None and dtype is not None:
+        cell = cell.to(dtype)
     pbc = getattr(data, K.PBC, None)
     periodic = cell is not None and (pbc is None or bool(torch.as_tensor(pbc).any()))
     edge_index = getattr(data, K.EDGE_INDEX, None)

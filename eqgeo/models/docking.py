@@ -152,10 +152,15 @@ class DockingModel(torch.nn.Module):
     def forward(self, data) -> dict[str, Tensor]:
         """``translation`` ``(G, 3)`` Å, ``rotation`` ``(G, 3)`` rad (axis–angle), ``torsion`` ``(T,)``
         rad per rotatable bond, ``confidence`` ``(G,)`` logit."""
-        g = graph_inputs(data, self.cutoff, self.max_num_neighbors)
+        g = graph_inputs(data, self.cutoff, self.max_num_neighbors, dtype=self.translation_scale.dtype)
         node_type = getattr(data, K.NODE_TYPE, None)
         if node_type is None:
             raise ValueError("DockingModel needs data.node_type (0 ligand, 1 protein), as from eqgeo.data.complex_graph")
+        if node_type.shape != g.z.shape or not bool(((node_type == K.NODE_LIGAND) | (node_type == K.NODE_PROTEIN)).all()):
+            raise ValueError(
+                f"data.node_type must be {K.NODE_LIGAND} (ligand) or {K.NODE_PROTEIN} (protein) for each of the "
+                f"{g.z.numel()} atoms, got values {sorted(set(node_type.flatten().tolist()))} of shape {tuple(node_type.shape)}"
+            )
         if g.cell is not None:
             raise ValueError("DockingModel does not take periodic cells")
         bonds = getattr(data, K.ROTATABLE_BOND_INDEX, None)

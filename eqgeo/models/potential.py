@@ -113,10 +113,16 @@ class InteratomicPotential(torch.nn.Module):
         force components (or, without forces, of the per-atom residual energies); species: those
         present when not given. See :func:`eqgeo.models.dataset_statistics`.
         """
+        import inspect
+
         from .statistics import dataset_statistics
 
-        cutoff = kwargs.get("cutoff", 5.0)
+        cutoff = kwargs.get("cutoff", inspect.signature(cls).parameters["cutoff"].default)
         stats = dataset_statistics(dataset, cutoff=cutoff, species=species)
+        if "energy_shift" not in stats:
+            raise ValueError(
+                f"{cls.__name__}.from_data needs graphs with data.energy to fit the per-species energy shifts"
+            )
         kwargs.setdefault("avg_num_neighbors", stats["avg_num_neighbors"])
         model = cls(stats["species"], **kwargs)
         model.set_statistics(stats["energy_shift"], stats["energy_scale"])
@@ -160,14 +166,20 @@ class InteratomicPotential(torch.nn.Module):
             ``{"energy": (G,), "atomic_energy": (N,), "forces": (N, 3), "stress": (G, 3, 3),
             "virial": (G, 3, 3)}`` (the keys that apply).
         """
-        g = graph_inputs(data, self.cutoff, self.max_num_neighbors)
+        if (compute_forces or compute_stress) and torch.is_inference_mode_enabled():
+            raise RuntimeError(
+                "forces and stress are derivatives of the energy: run the model under torch.no_grad(), not "
+                "torch.inference_mode() (or pass compute_forces=False)"
+            )
+        g = graph_inputs(data, self.cutoff, self.max_num_neighbors, dtype=self.energy_scale.dtype)
         periodic = g.cell is not None
         if compute_stress is None:
             compute_stress = periodic and compute_forces
         if compute_stress and not periodic:
             raise ValueError("compute_stress=True needs data with a periodic cell (data.cell, data.pbc)")
-        create_graph = self.training and torch.is_grad_enabled()
-        with torch.set_grad_enabled(torch.is_grad_enabled() or compute_forces or compute_stress):
+        grad_was_enabled = torch.is_grad_enabled()
+        create_graph = self.training and grad_was_enabled
+        with torch.set_grad_enabled(grad_was_enabled or compute_forces or compute_stress):
             pos = g.pos
             if (compute_forces or compute_stress) and not pos.requires_grad:
                 pos = pos.detach().requires_grad_(True)
@@ -185,7 +197,9 @@ class InteratomicPotential(torch.nn.Module):
             out = {"energy": energy, "atomic_energy": atomic}
             if compute_forces or compute_stress:
                 wrt = [pos] + ([strain] if compute_stress else [])
-                grads = torch.autograd.grad(energy.sum(), wrt, create_graph=create_graph, allow_unused=True)
+                grads = torch.autograd.grad(
+                    energy.sum(), wrt, create_graph=create_graph, retain_graph=grad_was_enabled, allow_unused=True
+                )
                 grads = [torch.zeros_like(t) if gr is None else gr.to(t.dtype) for gr, t in zip(grads, wrt)]
                 if compute_forces:
                     out["forces"] = -grads[0]
@@ -193,7 +207,7 @@ class InteratomicPotential(torch.nn.Module):
                     volume = torch.linalg.det(g.cell.to(pos.dtype).reshape(-1, 3, 3).expand(g.num_graphs, 3, 3)).abs()
                     out["virial"] = -grads[1]
                     out["stress"] = grads[1] / volume[:, None, None]
-        if not create_graph and not torch.is_grad_enabled():
+        if not grad_was_enabled:
             out = {k: v.detach() for k, v in out.items()}
         return out
 

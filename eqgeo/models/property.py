@@ -16,7 +16,7 @@ from ._common import InteractionStack, SpeciesEmbedding, graph_inputs, hidden_ir
 __all__ = ["PropertyModel", "DEBYE_PER_E_ANGSTROM"]
 
 #: 1 e·Å in debye (CODATA 2018: e·Å = 1.602176634e-29 C·m, 1 D = 3.33564095e-30 C·m).
-DEBYE_PER_E_ANGSTROM = 4.803204544
+DEBYE_PER_E_ANGSTROM = 4.803204712570264
 _REDUCES = ("sum", "mean")
 
 
@@ -40,7 +40,7 @@ class PropertyModel(torch.nn.Module):
           q_i = \tilde q_i - \frac{1}{n} \sum_j \tilde q_j + \frac{Q}{n},
 
       with the charges shifted so that they add up to the molecule's total charge :math:`Q`
-      (``data.charge`` per graph when present, else the sum of ``data.formal_charge``, else 0), which makes the dipole independent of the
+      (``data.charge``, one per graph, when present, else the sum of ``data.formal_charge``, else 0), which makes the dipole independent of the
       origin for neutral molecules; :math:`\bar{\mathbf{r}}` is the centroid. Returned as a
       vector ``dipole`` ``(G, 3)`` and its norm ``mu`` ``(G,)``, in debye for positions in Å
       (QM9's ``mu``), and the charges as ``charges`` ``(N,)`` in units of e;
@@ -152,14 +152,15 @@ class PropertyModel(torch.nn.Module):
         h = self.interactions(h, edge_index, edge_vectors(pos, edge_index))
         out: dict[str, Tensor] = {}
         ones = torch.ones_like(batch, dtype=h.dtype)
-        count = scatter_sum(ones, batch, num_graphs).clamp(min=1)
+        atoms = scatter_sum(ones, batch, num_graphs)
+        count = atoms.clamp(min=1)  # a divisor; an empty graph gets zeros
         s = self.scalars(h) if self.scalars is not None else None
         if self.num_targets:
             o = s[:, : self.num_targets] * self.target_std.to(h.dtype)
             total = scatter_sum(o, batch, num_graphs)
             mask = self.sum_mask
             y = torch.where(mask, total, total / count[:, None]).to(torch.float64)
-            out["y"] = y + self.target_mean * torch.where(mask, count[:, None].to(torch.float64), torch.ones_like(y))
+            out["y"] = y + self.target_mean * torch.where(mask, atoms[:, None].to(torch.float64), torch.ones_like(y))
         if self.dipole:
             q = s[:, self.num_targets]
             total_q = torch.zeros(num_graphs, dtype=h.dtype, device=h.device) if charge is None else charge.to(h.dtype)
@@ -177,12 +178,18 @@ class PropertyModel(torch.nn.Module):
     def forward(self, data) -> dict[str, Tensor]:
         """Readouts of a ``Data``/``Batch``: ``y`` ``(G, num_targets)`` (float64), ``dipole``
         ``(G, 3)`` and ``mu`` ``(G,)`` (debye), ``charges`` ``(N,)``, ``vectors`` ``(N, k, 3)``."""
-        g = graph_inputs(data, self.cutoff, self.max_num_neighbors)
+        g = graph_inputs(data, self.cutoff, self.max_num_neighbors, dtype=self.target_std.dtype)
         if g.cell is not None:
             raise ValueError("PropertyModel is for molecules; the data has a periodic cell")
-        charge = getattr(data, "charge", None)
+        charge = getattr(data, K.CHARGE, None)
         if charge is not None:
-            charge = torch.as_tensor(charge, device=g.pos.device).reshape(-1)
+            charge = torch.as_tensor(charge, device=g.pos.device)
+            if charge.numel() != g.num_graphs:
+                raise ValueError(
+                    f"data.{K.CHARGE} must hold one total charge per graph ({g.num_graphs}), got shape "
+                    f"{tuple(charge.shape)}"
+                )
+            charge = charge.reshape(-1)
         elif getattr(data, K.FORMAL_CHARGE, None) is not None:
             charge = scatter_sum(data[K.FORMAL_CHARGE].to(g.pos.dtype), g.batch, g.num_graphs)
         return self.predict(g.z, g.pos, g.edge_index, g.batch, g.num_graphs, charge)

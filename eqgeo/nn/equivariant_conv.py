@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
@@ -244,7 +243,8 @@ class EquivariantConv(MessagePassing):
             raise ValueError(f"{name}: radial_layers must be >= 0, got {radial_layers}")
         self.num_radial = int(num_radial)
         self.cutoff = float(cutoff)
-        self.avg_num_neighbors = float(avg_num_neighbors)
+        # a persistent buffer: a loaded state_dict restores the training data's value
+        self.register_buffer("neighbor_count", torch.tensor(float(avg_num_neighbors), dtype=torch.float64))
 
         self.irreps_mid, instructions = _uvu_instructions(
             self.irreps_in, self.irreps_sh, [ir for _, ir in self.irreps_out]
@@ -260,6 +260,17 @@ class EquivariantConv(MessagePassing):
         self.linear = Linear(self.irreps_mid, self.irreps_out)
         self.self_connection = Linear(self.irreps_in, self.irreps_out) if self_connection else None
         self.reset_parameters()
+
+    @property
+    def avg_num_neighbors(self) -> float:
+        """:math:`\\bar N`, stored in the ``state_dict`` as the float64 buffer ``neighbor_count``."""
+        return float(self.neighbor_count)
+
+    def _apply(self, fn, *args, **kwargs):
+        count = self.neighbor_count
+        out = super()._apply(fn, *args, **kwargs)
+        self.neighbor_count = count.to(device=self.neighbor_count.device)  # stays float64
+        return out
 
     def reset_parameters(self) -> None:
         """Re-draw the weights of the radial MLP and the linear maps."""
@@ -284,7 +295,7 @@ class EquivariantConv(MessagePassing):
         edge_sh, edge_radial, envelope = self.edge_encoder(edge_vec, edge_sh, edge_radial)
         edge_weight = self.radial_mlp(edge_radial) * envelope[:, None]
         out = self.propagate(edge_index, x=x, edge_sh=edge_sh, edge_weight=edge_weight)
-        out = self.linear(out * (1.0 / math.sqrt(self.avg_num_neighbors)))
+        out = self.linear(out * self.neighbor_count.rsqrt().to(out.dtype))
         if self.self_connection is not None:
             out = out + self.self_connection(x)
         return out

@@ -148,6 +148,13 @@ class TensorProduct(torch.nn.Module):
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         self._check(x1, self.irreps_in1, "x1")
         self._check(x2, self.irreps_in2, "x2")
+        if x1.dtype != x2.dtype or x1.device != x2.device:
+            raise ValueError(
+                f"{type(self).__name__} ({self.irreps_in1} x {self.irreps_in2}) needs x1 and x2 of one dtype and "
+                f"device, got {x1.dtype} on {x1.device} and {x2.dtype} on {x2.device}"
+            )
+        if weight is not None and weight.device != x1.device:
+            raise ValueError(f"{type(self).__name__}: weights on {weight.device}, features on {x1.device}")
         batch = torch.broadcast_shapes(x1.shape[:-1], x2.shape[:-1])
         if not self.shared_weights and weight is not None:
             batch = torch.broadcast_shapes(batch, weight.shape[:-1])

@@ -131,3 +131,12 @@ def test_docstring_example():
     import eqgeo.models.docking as module
 
     assert doctest.testmod(module, optionflags=doctest.ELLIPSIS).failed == 0
+
+
+def test_node_type_must_be_ligand_or_protein():
+    model = _model(torch.float64)
+    data = _complexes(torch.float64)[0]
+    data.node_type = data.node_type.clone()
+    data.node_type[0] = 2
+    with pytest.raises(ValueError, match=r"node_type must be 0 \(ligand\) or 1 \(protein\)"):
+        model(data)

@@ -238,3 +238,48 @@ def test_from_data_statistics():
     torch.testing.assert_close(counts @ model.energy_shift, energies)
     with pytest.raises(ValueError, match="graph 1 has atomic number 8, not in species"):
         dataset_statistics(graphs, cutoff=3.0, species=[1, 6])
+
+
+def test_positions_are_cast_to_the_model_dtype():
+    """A float32 model takes float64 positions (as ASE gives them) and a float64 model float32 ones."""
+    data64 = _molecules(torch.float64, 1)[0]
+    data32 = Data(z=data64.z, pos=data64.pos.float())
+    model32 = _model(torch.float32)
+    out = model32(data64)
+    assert out["forces"].dtype == torch.float32
+    torch.testing.assert_close(out["forces"], model32(data32)["forces"])
+    model64 = _model(torch.float32).double()
+    assert model64(data32)["forces"].dtype == torch.float64
+
+
+def test_state_dict_restores_statistics_and_species_of_from_data():
+    """A model built with default arguments that loads the state_dict of a from_data model gives its outputs."""
+    graphs = _molecules(torch.float64)
+    for g in graphs:
+        g.energy = torch.tensor([-10.0 * g.num_nodes], dtype=torch.float64) + torch.randn(1, dtype=torch.float64)
+    kwargs = {"channels": 4, "lmax": 1, "num_layers": 2, "cutoff": 3.0}
+    trained = InteratomicPotential.from_data(graphs, species=[8, 6, 1], **kwargs).double()
+    assert trained.interactions.convs[0].avg_num_neighbors != 10.0
+    fresh = InteratomicPotential([1, 6, 8], **kwargs).double()
+    fresh.load_state_dict(trained.state_dict())
+    assert fresh.embedding.species == [8, 6, 1]
+    assert fresh.interactions.convs[0].avg_num_neighbors == trained.interactions.convs[0].avg_num_neighbors
+    batch = Batch.from_data_list(graphs)
+    torch.testing.assert_close(fresh(batch)["energy"], trained(batch)["energy"])
+
+
+def test_inference_mode_and_eval_with_grad():
+    model = _model(torch.float64)
+    data = _molecules(torch.float64, 1)[0]
+    with torch.inference_mode():
+        with pytest.raises(RuntimeError, match="not torch.inference_mode"):
+            model(data)
+        assert model(data, compute_forces=False)["energy"].shape == (1,)
+    out = model(data)  # eval mode, grad enabled: the energy keeps its graph for the caller
+    out["energy"].sum().backward()
+    assert model.readout[0].weight.grad is not None
+
+
+def test_from_data_needs_energies():
+    with pytest.raises(ValueError, match="needs graphs with data.energy"):
+        InteratomicPotential.from_data(_molecules(torch.float64), channels=4, lmax=1, num_layers=1)

@@ -139,3 +139,21 @@ def test_docstring_example():
     import eqgeo.models.property as module
 
     assert doctest.testmod(module, optionflags=doctest.ELLIPSIS).failed == 0
+
+
+def test_charge_must_be_one_per_graph():
+    model = _model(torch.float64)
+    data = _molecules(torch.float64, 1)[0]
+    data.charge = torch.zeros(data.num_nodes, dtype=torch.float64)  # per atom: wrong
+    with pytest.raises(ValueError, match=r"one total charge per graph \(1\)"):
+        model(data)
+
+
+def test_empty_graph_in_a_batch():
+    """An empty graph gets zero for a "sum" target and the mean for a "mean" target; others are unaffected."""
+    model = _model(torch.float64)
+    a, b = _molecules(torch.float64, 2)
+    empty = Data(z=torch.zeros(0, dtype=torch.long), pos=torch.zeros(0, 3, dtype=torch.float64))
+    out = model(Batch.from_data_list([a, empty, b]))
+    assert out["y"][1, 0].item() == 0.0 and out["y"][1, 1].item() == pytest.approx(6.8)
+    torch.testing.assert_close(out["y"][[0, 2]], model(Batch.from_data_list([a, b]))["y"])

@@ -41,3 +41,20 @@ def test_second_derivative_matches_reference_implementation():
         results.append(torch.autograd.grad(g1.square().sum(), (x2, w)))
     for a, b in zip(*results):
         torch.testing.assert_close(a, b)
+
+
+def test_uuu_paths():
+    tp = TensorProduct("3x0e+3x1o", "3x0e+3x1o", "3x0e+3x1o+3x1e", [(0, 0, 0, "uuu", True), (1, 1, 0, "uuu", True),
+                       (1, 1, 2, "uuu", True), (0, 1, 1, "uuu", True)], shared_weights=False,
+                       internal_weights=False).double()
+    args = [torch.randn(3, d, dtype=torch.float64, requires_grad=True)
+            for d in (tp.irreps_out.dim, tp.irreps_in1.dim, tp.irreps_in2.dim, tp.weight_numel)]
+    assert torch.autograd.gradgradcheck(lambda *a: tensor_product_backward_op(*a, tp._key), args)
+
+
+def test_mixed_dtypes_are_refused():
+    tp = _tp(False)
+    x1 = torch.randn(2, tp.irreps_in1.dim, dtype=torch.float64)
+    x2 = torch.randn(2, tp.irreps_in2.dim, dtype=torch.float32)
+    with pytest.raises(ValueError, match="needs x1 and x2 of one dtype"):
+        tp(x1, x2, torch.randn(2, tp.weight_numel, dtype=torch.float64))
