@@ -1,6 +1,5 @@
 """Every Python example of the README runs (in order, each in a fresh namespace)."""
 
-import importlib.util
 import re
 from pathlib import Path
 
@@ -17,6 +16,4 @@ def test_readme_has_examples():
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_example_runs(index):
     code = BLOCKS[index]
-    if "QM9(" in code and importlib.util.find_spec("qm9pack") is None:
-        pytest.skip("needs the qm9 extra (pip install eqgeo[qm9])")
     exec(compile(code, f"README.md python block {index}", "exec"), {"__name__": f"readme_{index}"})

@@ -13,11 +13,26 @@ from ..nn import Linear
 from ..o3 import Irreps
 from ._common import InteractionStack, SpeciesEmbedding, graph_inputs, hidden_irreps, keep_float64, scalar_head, scatter_sum
 
-__all__ = ["PropertyModel", "DEBYE_PER_E_ANGSTROM"]
+__all__ = ["PropertyModel", "target_statistics", "DEBYE_PER_E_ANGSTROM"]
 
 #: 1 e·Å in debye (CODATA 2018: e·Å = 1.602176634e-29 C·m, 1 D = 3.33564095e-30 C·m).
 DEBYE_PER_E_ANGSTROM = 4.803204712570264
 _REDUCES = ("sum", "mean")
+
+
+def target_statistics(targets: Tensor, num_atoms: Tensor, reduces: Sequence[str]) -> tuple[Tensor, Tensor]:
+    """Means and standard deviations of training targets ``(G, T)`` for :meth:`PropertyModel.set_statistics`.
+
+    ``"mean"`` targets: mean and std over graphs. ``"sum"`` targets: the mean per atom and the
+    std of the per-atom value, so ``y ~ n (mu + sigma o)`` with ``o`` of order one per atom. A
+    zero std (a constant target) becomes 1.
+    """
+    y = torch.as_tensor(targets, dtype=torch.float64).reshape(len(num_atoms), -1)
+    n = torch.as_tensor(num_atoms, dtype=torch.float64).reshape(-1, 1)
+    per_atom = torch.tensor([r == "sum" for r in reduces], dtype=torch.bool)
+    values = torch.where(per_atom, y / n, y)
+    std = values.std(0) if len(y) > 1 else torch.ones(y.shape[1], dtype=torch.float64)
+    return values.mean(0), torch.where(std > 0, std, torch.ones_like(std))
 
 
 class PropertyModel(torch.nn.Module):
@@ -126,16 +141,9 @@ class PropertyModel(torch.nn.Module):
         self.target_std.copy_(std)
 
     def fit_statistics(self, targets: Tensor, num_atoms: Tensor) -> None:
-        """Set the statistics from training targets ``(G, num_targets)`` and atom counts ``(G,)``.
-
-        ``"mean"`` targets: mean and std over graphs. ``"sum"`` targets: the mean per atom and
-        the std of the per-atom value, so ``y ~ n (μ + σ o)`` with ``o`` of order one per atom.
-        """
-        y = torch.as_tensor(targets, dtype=torch.float64).reshape(len(num_atoms), -1)
-        n = torch.as_tensor(num_atoms, dtype=torch.float64).reshape(-1, 1)
-        values = torch.where(self.sum_mask.cpu(), y / n, y)
-        std = values.std(0) if len(y) > 1 else torch.ones(self.num_targets, dtype=torch.float64)
-        self.set_statistics(values.mean(0), torch.where(std > 0, std, torch.ones_like(std)))
+        """Set the statistics from training targets ``(G, num_targets)`` and atom counts ``(G,)``
+        (see :func:`target_statistics`)."""
+        self.set_statistics(*target_statistics(targets, num_atoms, self.reduces))
 
     def predict(
         self,

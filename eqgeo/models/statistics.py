@@ -16,14 +16,14 @@ def dataset_statistics(
     dataset: Iterable,
     cutoff: float,
     species: Optional[Sequence[int]] = None,
-    energy_key: str = K.ENERGY,
+    energy_key: Optional[str] = K.ENERGY,
     forces_key: str = K.FORCES,
 ) -> dict:
     """Statistics that models keep as constants or buffers, from the graphs of a training set.
 
     Returns:
         ``{"species": [...], "avg_num_neighbors": float, "num_graphs": int, "num_atoms": int}``
-        plus, when the graphs have ``energy``: ``"energy_shift"`` (float64 ``(num_species,)``, the
+        plus, when the graphs have ``energy_key`` (``None``: never): ``"energy_shift"`` (float64 ``(num_species,)``, the
         least-squares fit of the energies on the species counts, eV per atom of each species) and
         ``"energy_scale"`` (float: the RMS of the force components when the graphs have
         ``forces``, otherwise the RMS of the per-atom residual energy).
@@ -62,7 +62,7 @@ def dataset_statistics(
         "num_graphs": len(graphs),
         "num_atoms": atoms,
     }
-    if all(getattr(g, energy_key, None) is not None for g in graphs):
+    if energy_key is not None and all(getattr(g, energy_key, None) is not None for g in graphs):
         energy = torch.stack([torch.as_tensor(g[energy_key], dtype=torch.float64).reshape(()) for g in graphs])
         shift = torch.linalg.lstsq(counts, energy[:, None], driver="gelsd").solution[:, 0]
         stats["energy_shift"] = shift

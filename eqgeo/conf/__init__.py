@@ -1,0 +1,1 @@
+"""Hydra configs of eqgeo-train (also at the repository root as conf/, a link here)."""

@@ -1,0 +1,146 @@
+"""Lightning data modules: QM9 and MD17-style files split into train / val / test loaders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import lightning as L
+import torch
+from torch_geometric.loader import DataLoader
+
+from ..data import keys as K
+from ..models.statistics import dataset_statistics
+
+__all__ = ["QM9DataModule", "MD17DataModule"]
+
+
+def _require_file(path, what: str, override: str) -> Path:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} {p} does not exist (resolved from {Path.cwd()}); set {override}=/path/to/file")
+    return p
+
+
+class _SplitDataModule(L.LightningDataModule):
+    """Holds ``train``/``val``/``test`` datasets (set by :meth:`setup`) and their statistics."""
+
+    def __init__(self, batch_size: int, seed: int, cutoff: float) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size, self.seed, self.cutoff = int(batch_size), int(seed), float(cutoff)
+        self.splits: dict = {}
+        self.statistics: dict = {}
+
+    def sizes(self) -> dict[str, int]:
+        return {name: len(ds) for name, ds in self.splits.items()}
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        if name not in self.splits:
+            raise RuntimeError(f"{type(self).__name__}.setup() has not been called")
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(self.splits[name], batch_size=self.batch_size, shuffle=shuffle, generator=generator)
+
+    def train_dataloader(self):
+        return self._loader("train", True)
+
+    def val_dataloader(self):
+        return self._loader("val", False)
+
+    def test_dataloader(self):
+        return self._loader("test", False)
+
+
+class QM9DataModule(_SplitDataModule):
+    """QM9 (:class:`eqgeo.datasets.QM9`): a seeded subset, split into train / val / test.
+
+    Args:
+        source: ``None`` for the qm9pack wheel, or a folder of raw / qm9pack files.
+        subset: molecules drawn before splitting (``None``: all).
+        num_train, num_val: split sizes; num_test: test molecules (``None``: the rest).
+        batch_size, seed, cutoff: loader batch size, split seed, cutoff of the statistics.
+    """
+
+    def __init__(
+        self,
+        source: Optional[str] = None,
+        subset: Optional[int] = 1000,
+        num_train: int = 800,
+        num_val: int = 100,
+        num_test: Optional[int] = 100,
+        batch_size: int = 32,
+        seed: int = 0,
+        cutoff: float = 5.0,
+    ) -> None:
+        super().__init__(batch_size, seed, cutoff)
+        if source is not None and not Path(source).expanduser().exists():
+            raise FileNotFoundError(f"QM9 source {source} does not exist; set data.source=/path/to/qm9 (or null for qm9pack)")
+        self.source, self.subset = source, subset
+        self.num_train, self.num_val, self.num_test = num_train, num_val, num_test
+        self.target_names: tuple = ()
+        self.target_units: tuple = ()
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.splits:
+            return
+        from ..datasets import QM9
+
+        dataset = QM9(source=self.source, subset=self.subset, subset_seed=self.seed)
+        if self.num_train + self.num_val > len(dataset):
+            raise ValueError(
+                f"data.num_train + data.num_val = {self.num_train + self.num_val} exceeds the {len(dataset)} molecules "
+                f"(data.subset={self.subset})"
+            )
+        split = dataset.split(self.seed, self.num_train, self.num_val)
+        test = split["test"] if self.num_test is None else split["test"][: self.num_test]
+        self.splits = {"train": dataset.index_select(split["train"]), "val": dataset.index_select(split["val"]),
+                       "test": dataset.index_select(test)}
+        self.target_names, self.target_units = tuple(QM9.targets), tuple(QM9.target_units)
+        self.statistics = dataset_statistics(self.splits["train"], self.cutoff, energy_key=None)
+        self.statistics["y"] = torch.cat([g[K.TARGET] for g in self.splits["train"]]).to(torch.float64)
+        self.statistics["num_atoms"] = torch.tensor([g.num_nodes for g in self.splits["train"]])
+
+
+class MD17DataModule(_SplitDataModule):
+    """Energies and forces of MD17-style files (:func:`eqgeo.datasets.rmd17_splits`): train / val from
+    ``train_file``, test = ``test_file``.
+
+    Missing files stop with an error that names the file and the override to set.
+    """
+
+    def __init__(
+        self,
+        train_file: str,
+        test_file: str,
+        isolated_atoms: Optional[str] = None,
+        energy_unit: Optional[str] = "eV",
+        num_train: int = 950,
+        num_val: int = 50,
+        num_test: Optional[int] = None,
+        batch_size: int = 5,
+        seed: int = 0,
+        cutoff: float = 5.0,
+    ) -> None:
+        super().__init__(batch_size, seed, cutoff)
+        self.train_file = _require_file(train_file, "training file", "data.train_file")
+        self.test_file = _require_file(test_file, "test file", "data.test_file")
+        self.isolated_atoms = None if isolated_atoms is None else _require_file(
+            isolated_atoms, "isolated-atom file", "data.isolated_atoms"
+        )
+        self.energy_unit = energy_unit
+        self.num_train, self.num_val, self.num_test = num_train, num_val, num_test
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.splits:
+            return
+        from ..datasets import rmd17_splits
+
+        splits = rmd17_splits(
+            self.train_file, self.test_file, energy_unit=self.energy_unit, isolated_atoms=self.isolated_atoms,
+            seed=self.seed, num_train=self.num_train, num_val=self.num_val,
+        )
+        if self.num_test is not None:
+            splits["test"] = splits["test"].index_select(torch.arange(min(self.num_test, len(splits["test"]))))
+        self.splits = splits
+        self.statistics = dataset_statistics(self.splits["train"], self.cutoff)

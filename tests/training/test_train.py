@@ -1,0 +1,105 @@
+"""eqgeo-train: config composition, smoke runs of every experiment, resume, clear errors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from eqgeo.training import train
+
+CONF = Path(__file__).resolve().parents[2] / "eqgeo" / "conf"
+GROUPS = {g: sorted(p.stem for p in (CONF / g).glob("*.yaml")) for g in ("data", "model", "task", "trainer", "experiment")}
+TINY = ["model.channels=4", "model.lmax=1", "model.num_layers=1", "model.radial_hidden=8", "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false", "trainer.ema_decay=0.9"]
+TINY_QM9 = ["data.subset=60", "data.num_train=30", "data.num_val=10", "data.num_test=10", "data.batch_size=10"]
+TINY_MD17 = ["data.num_train=10", "data.num_val=5", "data.num_test=5", "data.batch_size=5"]
+
+
+def _cfg(overrides, tmp_path=None):
+    with initialize_config_module(config_module="eqgeo.conf", version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides) + ([f"run_dir={tmp_path}"] if tmp_path else []))
+    return cfg
+
+
+@pytest.fixture
+def md17_env(shared_data, monkeypatch):
+    monkeypatch.setenv("EQGEO_SHARED_DATA", str(shared_data))
+
+
+def test_every_config_group_composes():
+    assert set(GROUPS["experiment"]) >= {"qm9", "rmd17"} and {"conv", "transformer"} <= set(GROUPS["model"])
+    for group, names in GROUPS.items():
+        for name in names:
+            cfg = _cfg([f"{group}={name}", "run_dir=x"])
+            OmegaConf.to_container(cfg.model, resolve=True)  # interpolations resolve
+            assert cfg.model.cutoff == cfg.cutoff and cfg.data.cutoff == cfg.cutoff
+
+
+def test_one_word_overrides_swap_parts():
+    assert _cfg(["model=transformer", "run_dir=x"]).model.layer == "transformer"
+    cfg = _cfg(["experiment=rmd17", "run_dir=x"])
+    assert cfg.data._target_.endswith("MD17DataModule") and cfg.task._target_.endswith("EnergyForcesTask")
+    assert cfg.data.train_file.endswith("md17/botnet_ethanol/train.xyz")
+
+
+def test_unknown_key_is_refused():
+    with pytest.raises(ConfigCompositionException, match="chanels"):
+        _cfg(["model.chanels=8", "run_dir=x"])
+
+
+def test_qm9_smoke_run_writes_metrics_and_checkpoints(tmp_path):
+    metrics = train(_cfg(TINY + TINY_QM9 + ["task.targets=[gap,homo]"], tmp_path))
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["config_hash"] == metrics["config_hash"] and len(saved["config_hash"]) == 12
+    assert saved["data"]["train"] == 30 and saved["data"]["test"] == 10
+    assert saved["test"]["gap_mae"]["unit"] == "meV" and saved["test"]["homo_mae"]["value"] > 0
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file() and (tmp_path / "checkpoints" / "best.ckpt").is_file()
+    checkpoint = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)
+    stats = checkpoint["hyper_parameters"]["statistics"]
+    assert len(stats["mean"]) == 2 and checkpoint["state_dict"]["model.target_std"].shape == (2,)
+
+
+def test_rmd17_smoke_run_and_resume(tmp_path, md17_env):
+    first = train(_cfg(TINY + TINY_MD17 + ["experiment=rmd17"], tmp_path))
+    assert first["epochs"] == 1
+    assert {"energy_mae", "energy_per_atom_mae", "forces_mae"} <= set(first["test"])
+    assert first["test"]["forces_mae"]["unit"] == "meV/Å"
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    steps = torch.load(last, weights_only=True)["global_step"]
+    resumed = train(_cfg(TINY + TINY_MD17 + ["experiment=rmd17", "trainer.max_epochs=2", f"ckpt_path={last}"], tmp_path))
+    assert resumed["epochs"] == 2
+    assert torch.load(last, weights_only=True)["global_step"] == 2 * steps
+
+
+def test_missing_data_file_names_the_file_and_the_override(tmp_path):
+    cfg = _cfg(TINY + ["experiment=rmd17", "data.train_file=/nowhere/train.xyz"], tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"/nowhere/train.xyz does not exist .*set data.train_file="):
+        train(cfg)
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="checkpoint /nowhere.ckpt does not exist"):
+        train(_cfg(TINY + TINY_QM9 + ["ckpt_path=/nowhere.ckpt"], tmp_path))
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"bad.ckpt cannot be read .*truncated, corrupt"):
+        train(_cfg(TINY + TINY_QM9 + [f"ckpt_path={bad}"], tmp_path / "run"))
+
+
+def test_cli_prints_the_config_from_any_directory(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "eqgeo.training.train", "--cfg", "job", "model=transformer"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, env={**os.environ, "HYDRA_FULL_ERROR": "1"},
+    )
+    assert out.returncode == 0, out.stderr
+    assert "layer: transformer" in out.stdout and "_target_: eqgeo.training.QM9DataModule" in out.stdout
