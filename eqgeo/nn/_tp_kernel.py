@@ -1,6 +1,16 @@
-"""Fast tensor-product kernel: cache-blocked, component-major, one GEMM per input pair.
+"""Fast tensor-product kernel: native C for "uvu"/"uuu" paths on the CPU, PyTorch for the rest.
 
-For the pair of input irreps ``(a, b)`` of a group of paths, the outer product
+On the CPU (float32/float64), output blocks whose every writer is a ``"uvu"`` or ``"uuu"`` path
+(NequIP-style convolutions: all of them) are computed by a small C kernel,
+``eqgeo/nn/_native/tp.c``, compiled with the system C compiler at first use and cached under
+``$EQGEO_CACHE/native`` (see :mod:`eqgeo.nn._native`). It works sample by sample (the
+spherical harmonics contracted with the Clebsch–Gordan block once per path, channels
+vectorised, results written straight into e3nn's layout), so the forward reads the inputs and
+writes the output once and the backward reads the output gradient once. Without a C compiler
+(one warning), on other devices or dtypes, or with the environment variable ``EQGEO_NATIVE=0``,
+everything takes the PyTorch path below; other modes always do, in the same call.
+
+PyTorch path: for the pair of input irreps ``(a, b)`` of a group of paths, the outer product
 ``Z[(i, j), n, u, v] = x1[n, u, i] x2[n, v, j]`` is contracted with the Clebsch–Gordan blocks of
 *all* paths of the pair at once (their normalisation folded in): one GEMM
 ``res = C^T Z`` with a constant left matrix, whatever the number of samples. The per-path
