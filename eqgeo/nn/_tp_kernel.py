@@ -300,11 +300,13 @@ def _res_view(g: _Group, res: torch.Tensor, m: _Member, n: int) -> torch.Tensor:
     return r.reshape(m.dout, n, g.U) if _flat(g) else r.reshape(m.dout, n, g.U, g.V)
 
 
-def _use_native(plan: Plan, x: torch.Tensor) -> bool:
+def _use_native(plan: Plan, x: torch.Tensor, *others: torch.Tensor) -> bool:
+    # the kernel reads every array with x's dtype: all must match (and be on the CPU)
     return (
         bool(plan.native_index)
         and x.device.type == "cpu"
         and x.dtype in _NATIVE_DTYPES
+        and all(t.dtype == x.dtype and t.device == x.device for t in others)
         and _native.enabled()
     )
 
@@ -355,7 +357,7 @@ def _native_backward(plan, grad, x1, x2, w, gx1, gx2, gw) -> None:
 def forward_blocks(plan: Plan, x1: torch.Tensor, x2: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     B = x1.shape[0]
     dtype, device = x1.dtype, x1.device
-    if _use_native(plan, x1):
+    if _use_native(plan, x1, x2, w):
         # writes the blocks of "uvu"/"uuu" paths and zeroes the blocks no path writes
         out = _fresh((B, plan.irreps_out.dim), x1, _native.library())
         _native_forward(plan, x1, x2, w, out)
@@ -401,7 +403,7 @@ def forward_blocks(plan: Plan, x1: torch.Tensor, x2: torch.Tensor, w: torch.Tens
 def backward_blocks(plan: Plan, grad: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor, w: torch.Tensor):
     B = x1.shape[0]
     dtype, device = x1.dtype, x1.device
-    if _use_native(plan, x1):
+    if _use_native(plan, x1, x2, w, grad):
         # The kernel writes all of gx1 and gx2 and the weight gradient of its paths (per-sample
         # weights written, shared ones added); the other paths add to gx1/gx2 and write theirs.
         lib = _native.library()
