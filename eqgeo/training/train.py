@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..models.property import target_statistics
 from .datamodules import QM9DataModule
+from .plots import learning_curves, parity_plot
 from .tasks import EnergyForcesTask, PropertyTask
 
 __all__ = ["train", "main"]
@@ -92,7 +93,8 @@ def train(cfg: DictConfig) -> dict:
     """Train and test one configuration; returns the contents of the run's ``metrics.json``.
 
     Writes into ``cfg.run_dir``: ``checkpoints/`` (``best.ckpt`` by validation loss and
-    ``last.ckpt``), CSV logs, ``config.yaml`` and ``metrics.json``.
+    ``last.ckpt``), CSV logs, ``config.yaml``, ``metrics.json``, ``parity.png`` (test set) and
+    ``learning_curves.png``.
     """
     start = time.time()
     if cfg.dtype not in _DTYPES:
@@ -138,6 +140,11 @@ def train(cfg: DictConfig) -> dict:
     trainer.test(task, datamodule=dm, ckpt_path=best, verbose=False)
 
     test = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    trainer.logger.save()
+    figures = {
+        "parity": parity_plot(task, dm.test_dataloader(), run_dir / "parity.png").name,
+        "learning_curves": learning_curves(Path(trainer.logger.log_dir) / "metrics.csv", run_dir / "learning_curves.png").name,
+    }
     units = task.metric_units()
     metrics = {
         "config_hash": _config_hash(cfg),
@@ -147,6 +154,7 @@ def train(cfg: DictConfig) -> dict:
         "epochs": trainer.current_epoch,
         "wall_time_s": round(time.time() - start, 1),
         "best_checkpoint": best,
+        "figures": figures,
         "test": {name: {"value": value, "unit": units[name]} for name, value in sorted(test.items())},
         "validation_history": task.history,
     }
@@ -159,7 +167,7 @@ def _hydra_main(cfg: DictConfig) -> None:
     metrics = train(cfg)
     shown = ", ".join(f"{k} {v['value']:.4g} {v['unit']}" for k, v in metrics["test"].items() if k.endswith("_mae"))
     print(f"test: {shown}")
-    print(f"results: {Path(cfg.run_dir).resolve()} (metrics.json, checkpoints/, logs/)")
+    print(f"results: {Path(cfg.run_dir).resolve()} (metrics.json, parity.png, learning_curves.png, checkpoints/, logs/)")
 
 
 def main() -> None:

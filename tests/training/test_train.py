@@ -61,6 +61,9 @@ def test_qm9_smoke_run_writes_metrics_and_checkpoints(tmp_path):
     assert saved["data"]["train"] == 30 and saved["data"]["test"] == 10
     assert saved["test"]["gap_mae"]["unit"] == "meV" and saved["test"]["homo_mae"]["value"] > 0
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file() and (tmp_path / "checkpoints" / "best.ckpt").is_file()
+    for figure in ("parity.png", "learning_curves.png"):
+        assert (tmp_path / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert saved["figures"] == {"parity": "parity.png", "learning_curves": "learning_curves.png"}
     checkpoint = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)
     stats = checkpoint["hyper_parameters"]["statistics"]
     assert len(stats["mean"]) == 2 and checkpoint["state_dict"]["model.target_std"].shape == (2,)
