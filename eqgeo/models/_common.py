@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -258,17 +258,3 @@ def scatter_sum(src: Tensor, index: Tensor, num: int) -> Tensor:
     """Sum of the rows of ``src`` per ``index`` (``num`` groups); works under ``torch.compile``."""
     out = src.new_zeros((num,) + tuple(src.shape[1:]))
     return out.index_add(0, index, src)
-
-
-def keep_float64(module: torch.nn.Module, names: Sequence[str], apply: Callable) -> torch.nn.Module:
-    """Run ``module._apply``'s ``apply`` but keep the buffers ``names`` in float64 (moved only).
-
-    Used for energy shifts and target means, which must not be rounded to float32
-    (a molecule's total energy of ~ -10^5 eV has a float32 resolution of ~10 meV).
-    """
-    saved = {n: module._buffers[n] for n in names}
-    out = apply()
-    for n, t in saved.items():
-        device = module._buffers[n].device
-        module._buffers[n] = t.to(device=device, dtype=torch.float64)
-    return out

@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 
 from ..data.neighbors import edge_vectors
-from ._common import InteractionStack, SpeciesEmbedding, graph_inputs, hidden_irreps, keep_float64, scalar_head, scatter_sum
+from ..nn._buffers import keep_float64
+from ._common import InteractionStack, SpeciesEmbedding, graph_inputs, hidden_irreps, scalar_head, scatter_sum
 
 __all__ = ["InteratomicPotential"]
 

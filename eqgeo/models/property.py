@@ -11,7 +11,8 @@ from ..data import keys as K
 from ..data.neighbors import edge_vectors
 from ..nn import Linear
 from ..o3 import Irreps
-from ._common import InteractionStack, SpeciesEmbedding, graph_inputs, hidden_irreps, keep_float64, scalar_head, scatter_sum
+from ..nn._buffers import keep_float64
+from ._common import InteractionStack, SpeciesEmbedding, graph_inputs, hidden_irreps, scalar_head, scatter_sum
 
 __all__ = ["PropertyModel", "target_statistics", "DEBYE_PER_E_ANGSTROM"]
 

@@ -22,8 +22,6 @@ rule, so gradients of any order are exact, in eager mode and inside ``torch.comp
 
 from __future__ import annotations
 
-import torch
-
 from ._tp_kernel import tensor_product_backward_op, tensor_product_op
 
 

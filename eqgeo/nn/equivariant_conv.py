@@ -9,6 +9,7 @@ from torch import Tensor
 from torch_geometric.nn import MessagePassing
 
 from ..o3 import Irreps, SphericalHarmonics
+from ._buffers import keep_float64
 from .linear import Linear
 from .radial import PolynomialCutoff, RadialEmbedding, RadialMLP
 from .tensor_product import TensorProduct
@@ -267,10 +268,7 @@ class EquivariantConv(MessagePassing):
         return float(self.neighbor_count)
 
     def _apply(self, fn, *args, **kwargs):
-        count = self.neighbor_count
-        out = super()._apply(fn, *args, **kwargs)
-        self.neighbor_count = count.to(device=self.neighbor_count.device)  # stays float64
-        return out
+        return keep_float64(self, ["neighbor_count"], lambda: super(EquivariantConv, self)._apply(fn, *args, **kwargs))
 
     def reset_parameters(self) -> None:
         """Re-draw the weights of the radial MLP and the linear maps."""
