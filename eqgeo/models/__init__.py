@@ -3,9 +3,13 @@
 All three take a ``Data``/``Batch`` with ``z`` and ``pos`` (and ``batch``; ``edge_index`` is
 built at the model's cutoff when absent) and return a dict of outputs in physical units; the
 normalisation statistics they need are buffers of their ``state_dict``.
+
+PyG's SchNet and ViSNet run as baselines behind the same interfaces (:mod:`eqgeo.models.baselines`);
+:func:`build_model` picks a network by name.
 """
 
 from ._common import LAYERS, PARITIES, SpeciesEmbedding, InteractionStack, hidden_irreps
+from .baselines import MODELS, MODES, SchNetBaseline, ViSNetBaseline, build_model
 from .docking import DOCKING_SPECIES, DockingModel
 from .potential import InteratomicPotential
 from .property import DEBYE_PER_E_ANGSTROM, PropertyModel
@@ -15,6 +19,11 @@ __all__ = [
     "InteratomicPotential",
     "PropertyModel",
     "DockingModel",
+    "SchNetBaseline",
+    "ViSNetBaseline",
+    "build_model",
+    "MODELS",
+    "MODES",
     "InteractionStack",
     "SpeciesEmbedding",
     "dataset_statistics",

@@ -1,0 +1,361 @@
+"""PyG's SchNet and ViSNet behind eqgeo's interfaces: symmetries, forces, state_dict, and equality with
+PyG's own models on a brute-force neighbour list built here."""
+
+import doctest
+
+import pytest
+import torch
+from torch_geometric.data import Batch, Data
+from torch_geometric.nn.models import SchNet, ViSNet
+from torch_geometric.nn.models.visnet import GatedEquivariantBlock
+
+import eqgeo.models.baselines as baselines
+from eqgeo.models import InteratomicPotential, PropertyModel, SchNetBaseline, ViSNetBaseline, build_model
+from eqgeo.models.baselines import NeighborListDistance, NeighborListInteractionGraph
+
+from ._mixin import GRAPH, NODE, ModelTestsMixin, random_molecule
+
+SPECIES = [1, 6, 8]
+CUTOFF = 3.0
+SHIFTS, SCALE = [-13.6, -1029.8, -2041.6], 0.7
+MEANS, STDS = [-12.5, 6.8], [0.3, 1.3]
+HYPER = {
+    SchNetBaseline: {"hidden_channels": 8, "num_filters": 8, "num_interactions": 2, "num_gaussians": 12},
+    ViSNetBaseline: {"hidden_channels": 8, "num_heads": 2, "num_layers": 2, "num_rbf": 8},
+}
+
+
+def _model(cls, mode, dtype, perturb=0.2, **kwargs):
+    """A small baseline with PyG's initial weights plus noise (PyG starts every bias at zero)."""
+    if mode == "property":
+        kwargs = {"num_targets": 2, "reduce": ["sum", "mean"], **kwargs}
+    model = cls(SPECIES, mode, cutoff=CUTOFF, avg_num_neighbors=3.0, **HYPER[cls], **kwargs).to(dtype).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(perturb * torch.randn_like(p))
+    if mode == "property":
+        model.set_statistics(MEANS, STDS)
+    else:
+        model.set_statistics(SHIFTS, SCALE)
+    return model
+
+
+def _molecules(dtype, n=3, spread=1.6):
+    g = torch.Generator().manual_seed(5)
+    return [random_molecule(SPECIES, k, dtype, spread=spread, generator=g) for k in (5, 3, 6)[:n]]
+
+
+def _has_isolated_atom(mol) -> bool:
+    d = torch.cdist(mol.pos, mol.pos) + 2 * CUTOFF * torch.eye(mol.num_nodes, dtype=mol.pos.dtype)
+    return bool((d.min(dim=1).values >= CUTOFF).any())
+
+
+class _BaselineTests(ModelTestsMixin):
+    cls = SchNetBaseline
+    mode = "energy"
+    cutoff = CUTOFF
+    #: ViSNet jumps at the cutoff once its s_proj biases are non-zero (see ViSNetBaseline)
+    zero_s_proj_bias = False
+    #: constructor arguments of a variant
+    extra: dict = {}
+
+    def make_model(self, dtype):
+        model = _model(self.cls, self.mode, dtype, **self.extra)
+        if self.zero_s_proj_bias:
+            with torch.no_grad():
+                for layer in model.net.representation_model.vis_mp_layers:
+                    layer.s_proj.bias.zero_()
+        return model
+
+    def make_graphs(self, dtype):
+        return _molecules(dtype)
+
+    def with_edges(self, data):
+        return data  # the baselines build their own neighbour list (and refuse data.edge_index)
+
+    def extra_atom(self, data, pos):
+        return Data(z=torch.cat([data.z, torch.tensor([1])]), pos=torch.cat([data.pos, pos[None]]))
+
+    def test_compile_fullgraph(self):
+        pytest.skip("PyG's forward builds the neighbour list (vesin, NumPy) inside the model: not one graph")
+
+
+class _EnergyTests(_BaselineTests):
+    mode = "energy"
+    outputs = {"energy": (GRAPH, "0e"), "forces": (NODE, "1o")}
+    statistics = ("energy_shift", "energy_scale")
+
+    def check_isolated(self, model, data, out):
+        assert out["forces"].abs().max() == 0
+        alone = [model(Data(z=data.z[i : i + 1], pos=data.pos[i : i + 1]))["energy"] for i in range(data.num_nodes)]
+        torch.testing.assert_close(out["energy"], torch.stack(alone).sum(0))
+
+    def test_forces_are_minus_energy_gradient(self):
+        """Forces equal central finite differences of the energy (float64)."""
+        model = self.make_model(torch.float64)
+        data = self.make_graphs(torch.float64)[0]
+        forces = model(data)["forces"]
+        h = 1e-5
+        fd = torch.zeros_like(forces)
+        for i in range(data.num_nodes):
+            for k in range(3):
+                energies = []
+                for sign in (1, -1):
+                    d = data.clone()
+                    d.pos = data.pos.clone()
+                    d.pos[i, k] += sign * h
+                    energies.append(model(d, compute_forces=False)["energy"].sum())
+                fd[i, k] = -(energies[0] - energies[1]) / (2 * h)
+        torch.testing.assert_close(forces, fd, atol=1e-7, rtol=1e-6)
+
+    def test_training_mode_keeps_the_force_graph(self):
+        """In training mode a force loss back-propagates to every interaction weight (create_graph).
+
+        (Every atom has a neighbour here: see ``test_visnet_isolated_atom_has_nan_second_derivatives``.)
+        """
+        model = self.make_model(torch.float64).train()
+        graphs = _molecules(torch.float64, spread=0.8)
+        assert not any(_has_isolated_atom(g) for g in graphs)
+        out = model(Batch.from_data_list(graphs))
+        assert out["forces"].requires_grad
+        out["forces"].square().sum().backward()
+        layers = [(n, p) for n, p in model.named_parameters() if "interactions" in n or "vis_mp" in n]
+        assert layers and all(p.grad is not None and torch.isfinite(p.grad).all() for _, p in layers)
+        # ViSNet's first layer starts from zero vector features: its vector projections get zero gradients
+        reached = [(n, p) for n, p in layers if "vis_mp" not in n or any(k in n for k in ("q_proj", "k_proj", "s_proj"))]
+        missing = [n for n, p in reached if not p.grad.abs().sum() > 0]
+        assert not missing, missing
+
+    def test_no_grad_detaches_and_keeps_float64_energy(self):
+        model = self.make_model(torch.float32)
+        assert model.energy_shift.dtype == torch.float64 and model.energy_scale.dtype == torch.float32
+        with torch.no_grad():
+            out = model(self.make_graphs(torch.float32)[0])
+        assert not out["forces"].requires_grad and out["forces"].abs().sum() > 0
+        assert out["energy"].dtype == torch.float64 and out["forces"].dtype == torch.float32
+
+
+class _PropertyTests(_BaselineTests):
+    mode = "property"
+    outputs = {"y": (GRAPH, "2x0e")}
+    statistics = ("target_mean", "target_std")
+
+    def check_isolated(self, model, data, out):
+        y = torch.cat([model(Data(z=data.z[i : i + 1], pos=data.pos[i : i + 1]))["y"] for i in range(data.num_nodes)])
+        torch.testing.assert_close(out["y"][0, 0], y[:, 0].sum())  # "sum" target
+        torch.testing.assert_close(out["y"][0, 1], y[:, 1].mean())  # "mean" target
+
+
+class TestSchNetEnergy(_EnergyTests):
+    cls = SchNetBaseline
+
+
+class TestSchNetProperty(_PropertyTests):
+    cls = SchNetBaseline
+
+
+class TestViSNetEnergy(_EnergyTests):
+    cls = ViSNetBaseline
+
+    def test_continuous_at_cutoff(self):
+        """Continuous while PyG's s_proj biases are zero (their initial value), as the mixin checks."""
+        self.zero_s_proj_bias = True
+        super().test_continuous_at_cutoff()
+
+    def test_jumps_at_cutoff_once_s_proj_has_a_bias(self):
+        """PyG's ViSNet: the vector message vec_j * s1 + s2 * d_ij with s = SiLU(s_proj(v_j)) tends to
+        SiLU(bias) != 0 as an edge reaches the cutoff: energy and forces jump (why it is not smooth)."""
+        model = self.make_model(torch.float64)
+        data = self.make_graphs(torch.float64)[0]
+        far = data.pos[:, 0].argmax()
+        out = [model(self.extra_atom(data, data.pos[far] + torch.tensor([r, 0.0, 0.0], dtype=torch.float64)))
+               for r in (CUTOFF - 1e-7, CUTOFF + 1e-7)]
+        assert (out[0]["energy"] - out[1]["energy"]).abs().max() > 1e-4
+
+
+class TestViSNetProperty(_PropertyTests):
+    cls = ViSNetBaseline
+
+    def test_continuous_at_cutoff(self):
+        self.zero_s_proj_bias = True
+        super().test_continuous_at_cutoff()
+
+
+class TestViSNetEnergyLmax2Vertex(TestViSNetEnergy):
+    """Edge harmonics up to l = 2, vertex features and PyG's max-min vector norm."""
+
+    extra = {"lmax": 2, "vertex": True, "vecnorm_type": "max_min"}
+
+    def test_continuous_at_cutoff(self):
+        """The energy only, to O(d^2): so energy and forces are continuous. The forces' own derivative
+        jumps at the cutoff (ViSNet's cosine envelope has a non-zero second derivative there), beyond
+        what the forces check allows here."""
+        self.outputs = {"energy": (GRAPH, "0e")}
+        super().test_continuous_at_cutoff()
+
+
+def test_visnet_isolated_atom_has_nan_second_derivatives():
+    """PyG's ViSNet: an atom without neighbours keeps zero vector features, and the norm of them in the
+    output block (GatedEquivariantBlock) has a NaN second derivative, so training on forces with such
+    an atom in the batch gives NaN gradients (its energy and forces themselves are finite)."""
+    model = _model(ViSNetBaseline, "energy", torch.float64).train()
+    mol = _molecules(torch.float64)[1]
+    assert _has_isolated_atom(mol)
+    out = model(mol)
+    assert torch.isfinite(out["forces"]).all() and torch.isfinite(out["energy"]).all()
+    out["forces"].square().sum().backward()
+    assert any(p.grad is not None and p.grad.isnan().any() for p in model.parameters())
+
+
+# ------------------------------------------------------------------ equality with PyG's models
+
+
+def _brute_edges(pos, batch, cutoff):
+    """All pairs ``i != j`` of a graph closer than ``cutoff``, ordered by source (eqgeo orders by centre)."""
+    d = (pos[:, None] - pos[None]).norm(dim=-1)
+    close = (batch[:, None] == batch[None]) & (d < cutoff) & ~torch.eye(len(pos), dtype=torch.bool)
+    src, dst = torch.nonzero(close, as_tuple=True)
+    return torch.stack([src, dst])
+
+
+def _brute_interaction_graph(pos, batch):
+    edge_index = _brute_edges(pos, batch, CUTOFF)
+    return edge_index, (pos[edge_index[0]] - pos[edge_index[1]]).norm(dim=-1)
+
+
+class _BruteDistance(torch.nn.Module):
+    """What PyG's ViSNet ``Distance`` returns (self-loops first here), from :func:`_brute_edges`."""
+
+    def forward(self, pos, batch):
+        loops = torch.arange(len(pos)).expand(2, -1)
+        edge_index = torch.cat([loops, _brute_edges(pos, batch, CUTOFF)], dim=1)
+        vec = pos[edge_index[0]] - pos[edge_index[1]]
+        mask = edge_index[0] != edge_index[1]
+        length = torch.zeros(len(vec), dtype=pos.dtype)
+        length[mask] = vec[mask].norm(dim=-1)
+        return edge_index, length, vec
+
+
+def _reference(model, num_outputs):
+    """PyG's own model with the wrapper's weights, its neighbours from the brute-force search above."""
+    if isinstance(model, SchNetBaseline):
+        h = HYPER[SchNetBaseline]
+        ref = SchNet(cutoff=CUTOFF, interaction_graph=_brute_interaction_graph, **h)
+        if num_outputs != 1:
+            ref.lin2 = torch.nn.Linear(h["hidden_channels"] // 2, num_outputs)
+    else:
+        h = HYPER[ViSNetBaseline]
+        ref = ViSNet(cutoff=CUTOFF, **h)
+        ref.representation_model.distance = _BruteDistance()
+        if num_outputs != 1:
+            ref.output_model.output_network[-1] = GatedEquivariantBlock(h["hidden_channels"] // 2, num_outputs)
+    ref = ref.to(torch.float64).eval()
+    ref.load_state_dict(model.net.state_dict())
+    if isinstance(ref, SchNet):
+        return ref
+    return lambda z, pos, batch: ref(z, pos, batch)[0]
+
+
+@pytest.mark.parametrize("cls", [SchNetBaseline, ViSNetBaseline], ids=["schnet", "visnet"])
+def test_property_mode_equals_pyg_model_on_brute_force_neighbours(cls):
+    model = _model(cls, "property", torch.float64)
+    data = Batch.from_data_list(_molecules(torch.float64))
+    ref = _reference(model, 2)(data.z, data.pos, data.batch)
+    n = torch.bincount(data.batch).to(torch.float64)
+    mean, std = torch.tensor(MEANS, dtype=torch.float64), torch.tensor(STDS, dtype=torch.float64)
+    expected = torch.stack([std[0] * ref[:, 0] + mean[0] * n, std[1] * ref[:, 1] / n + mean[1]], dim=1)
+    torch.testing.assert_close(model(data)["y"], expected, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("cls", [SchNetBaseline, ViSNetBaseline], ids=["schnet", "visnet"])
+def test_energy_mode_equals_pyg_model_on_brute_force_neighbours(cls):
+    model = _model(cls, "energy", torch.float64)
+    data = Batch.from_data_list(_molecules(torch.float64))
+    pos = data.pos.clone().requires_grad_(True)
+    ref = _reference(model, 1)(data.z, pos, data.batch)[:, 0]
+    shift = torch.tensor(SHIFTS, dtype=torch.float64)[torch.tensor([SPECIES.index(int(z)) for z in data.z])]
+    energy = SCALE * ref + torch.zeros_like(ref).index_add(0, data.batch, shift)
+    forces = -torch.autograd.grad(energy.sum(), pos)[0]
+    out = model(data)
+    torch.testing.assert_close(out["energy"], energy.detach(), atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(out["forces"], forces, atol=1e-12, rtol=1e-12)
+
+
+# ------------------------------------------------------------------ neighbour modules
+
+
+def test_neighbor_modules_return_what_pyg_modules_return():
+    data = Batch.from_data_list(_molecules(torch.float64))
+    pos = data.pos.clone().requires_grad_(True)
+    edge_index, length = NeighborListInteractionGraph(CUTOFF)(pos, data.batch)
+    expected = _brute_edges(data.pos, data.batch, CUTOFF)
+    assert sorted(map(tuple, edge_index.T.tolist())) == sorted(map(tuple, expected.T.tolist()))
+    torch.testing.assert_close(length, (pos[edge_index[0]] - pos[edge_index[1]]).norm(dim=-1))
+
+    edge_index, length, vec = NeighborListDistance(CUTOFF)(pos, data.batch)
+    loops = edge_index[0] == edge_index[1]
+    assert int(loops.sum()) == data.num_nodes and sorted(edge_index[0, loops].tolist()) == list(range(data.num_nodes))
+    assert (length[loops] == 0).all() and (vec[loops] == 0).all() and length.dtype == torch.float64
+    torch.testing.assert_close(vec, pos[edge_index[0]] - pos[edge_index[1]])
+    torch.testing.assert_close(length[~loops], vec[~loops].norm(dim=-1))
+
+    k = 2
+    edge_index, _ = NeighborListInteractionGraph(CUTOFF, max_num_neighbors=k)(pos, data.batch)
+    assert torch.bincount(edge_index[1], minlength=data.num_nodes).max() <= k
+
+
+# ------------------------------------------------------------------ build_model and errors
+
+
+def test_build_model_picks_the_network():
+    common = {"species": SPECIES, "avg_num_neighbors": 3.0, "cutoff": CUTOFF}
+    eq = {"channels": 4, "lmax": 1, "num_layers": 1, "radial_hidden": 8}
+    assert type(build_model("property", num_targets=1, **common, **eq)) is PropertyModel
+    assert type(build_model("energy", "eqgeo", **common, **eq)) is InteratomicPotential
+    schnet = build_model("property", "schnet", num_targets=2, reduce="mean", **common, **HYPER[SchNetBaseline])
+    assert type(schnet) is SchNetBaseline and schnet.mode == "property" and schnet.num_targets == 2
+    visnet = build_model("energy", "visnet", **common, **HYPER[ViSNetBaseline])
+    assert type(visnet) is ViSNetBaseline and visnet.mode == "energy" and visnet.avg_num_neighbors == 3.0
+    assert isinstance(visnet.net.representation_model.distance, NeighborListDistance)
+    assert isinstance(build_model("energy", "schnet", species=SPECIES).net.interaction_graph, NeighborListInteractionGraph)
+    with pytest.raises(ValueError, match="model name must be one of"):
+        build_model("energy", "dimenet", species=SPECIES)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        build_model("forces", "schnet", species=SPECIES)
+    with pytest.raises(TypeError, match="hiden_channels"):
+        build_model("energy", "schnet", species=SPECIES, hiden_channels=8)
+
+
+def test_clear_errors():
+    model = _model(SchNetBaseline, "energy", torch.float64)
+    mol = _molecules(torch.float64, 1)[0]
+    with pytest.raises(ValueError, match=r"atomic numbers \[7\] are not among the model's species \[1, 6, 8\]"):
+        model(Data(z=torch.tensor([6, 7]), pos=torch.randn(2, 3, dtype=torch.float64)))
+    with pytest.raises(ValueError, match="builds its neighbour list .* data.edge_index would not be used"):
+        model(Data(z=mol.z, pos=mol.pos, edge_index=torch.zeros(2, 0, dtype=torch.long)))
+    with pytest.raises(ValueError, match="is for molecules"):
+        model(Data(z=mol.z, pos=mol.pos, cell=torch.eye(3)[None] * 10))
+    with pytest.raises(ValueError, match="one energy scale for all species"):
+        model.set_statistics(SHIFTS, [0.7, 1.1, 1.3])
+    with pytest.raises(ValueError, match="needs data.pos"):
+        model(Data(z=torch.tensor([6])))
+    with pytest.raises(ValueError, match="species must be distinct atomic numbers 1..99"):
+        SchNetBaseline([1, 100])
+    with pytest.raises(ValueError, match="num_targets and reduce are for mode='property'"):
+        ViSNetBaseline(SPECIES, "energy", num_targets=2)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        ViSNetBaseline(SPECIES, "forces")
+
+
+def test_trailing_empty_graph_gets_the_statistics_of_zero_atoms():
+    model = _model(SchNetBaseline, "property", torch.float64)
+    mol = _molecules(torch.float64, 1)[0]
+    batch = Batch.from_data_list([mol, Data(z=torch.zeros(0, dtype=torch.long), pos=torch.zeros(0, 3, dtype=torch.float64))])
+    y = model(batch)["y"]
+    torch.testing.assert_close(y[0], model(mol)["y"][0])
+    torch.testing.assert_close(y[1], torch.tensor([0.0, MEANS[1]], dtype=torch.float64))  # sum: 0 atoms; mean: the mean
+
+
+def test_doctests():
+    result = doctest.testmod(baselines, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted >= 9
