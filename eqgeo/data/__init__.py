@@ -5,11 +5,13 @@
 * structures (ASE): :func:`read_xyz`, :func:`read_structures`, :func:`from_ase_atoms`.
 * proteins: :func:`read_pdb`, :func:`residue_graph`, :func:`select_pocket`.
 * complexes: :func:`complex_graph`.
+* ligand poses (docking): :mod:`eqgeo.data.poses` – rotatable bonds, torsion and rigid moves,
+  :func:`symmetric_rmsd`.
 * neighbour lists: :func:`radius_graph`, :func:`edge_vectors`, :class:`RadiusGraph`.
 * bad input: :class:`InvalidInputError`, and :class:`SkipReport` for ``skip_invalid=True``.
 """
 
-from . import keys, units
+from . import keys, poses, units
 from .complex import complex_graph, remove_ligand_copies
 from .errors import InvalidInputError, SkipReport
 from .molecule import (
@@ -21,13 +23,17 @@ from .molecule import (
     read_sdf,
     read_sdf_mols,
 )
+from .poses import rotatable_bonds, symmetric_rmsd
 from .neighbors import BACKENDS, RadiusGraph, available_backends, edge_vectors, radius_graph, resolve_backend
 from .protein import distance_to_set, is_metal, read_pdb, residue_graph, select_pocket
 from .structures import from_ase_atoms, read_structures, read_xyz
 
 __all__ = [
     "keys",
+    "poses",
     "units",
+    "rotatable_bonds",
+    "symmetric_rmsd",
     "InvalidInputError",
     "SkipReport",
     "from_smiles",
