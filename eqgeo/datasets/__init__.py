@@ -8,6 +8,7 @@ next to the source files.
 from ._cached import CachedDataset, default_cache_root, random_split_indices
 from .ase_dataset import ASEDataset
 from .complexes import ComplexFiles, ProteinLigandComplexes, find_complex_files
+from .docking import DockingComplex, load_docking_complexes
 from .md17 import MD17, read_isolated_atoms, read_md17_npz, rmd17_splits
 from .qm9 import QM9
 
@@ -24,4 +25,6 @@ __all__ = [
     "ProteinLigandComplexes",
     "ComplexFiles",
     "find_complex_files",
+    "DockingComplex",
+    "load_docking_complexes",
 ]
