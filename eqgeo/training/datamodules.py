@@ -7,6 +7,7 @@ from typing import Optional
 
 import lightning as L
 import torch
+from torch.utils.data import DistributedSampler
 from torch_geometric.loader import DataLoader
 
 from ..data import keys as K
@@ -20,6 +21,27 @@ def _require_file(path, what: str, override: str) -> Path:
     if not p.is_file():
         raise FileNotFoundError(f"{what} {p} does not exist (resolved from {Path.cwd()}); set {override}=/path/to/file")
     return p
+
+
+class _Shard(DistributedSampler):
+    """Every ``num_replicas``-th sample from ``rank`` on, in order, none repeated: each sample is
+    evaluated once over all processes (shards differ by one sample at most).
+
+    Lightning's default ``DistributedSampler`` pads the shards to equal length with repeated samples,
+    which would weigh those samples twice in validation and test metrics. Being a
+    ``DistributedSampler``, this one is kept by Lightning as it is.
+    """
+
+    def __init__(self, dataset, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+        self.indices = list(range(rank, len(dataset), num_replicas))
+        self.num_samples = len(self.indices)
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return self.num_samples
 
 
 class _SplitDataModule(L.LightningDataModule):
@@ -36,20 +58,36 @@ class _SplitDataModule(L.LightningDataModule):
     def sizes(self) -> dict[str, int]:
         return {name: len(ds) for name, ds in self.splits.items()}
 
-    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+    def _split(self, name: str):
         if name not in self.splits:
             raise RuntimeError(f"{type(self).__name__}.setup() has not been called")
+        return self.splits[name]
+
+    def loader(self, name: str, shuffle: bool = False) -> DataLoader:
+        """All of split ``name`` in this process, whatever the number of processes (parity plots)."""
         generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.splits[name], batch_size=self.batch_size, shuffle=shuffle, generator=generator)
+        return DataLoader(self._split(name), batch_size=self.batch_size, shuffle=shuffle, generator=generator)
+
+    def _evaluation_loader(self, name: str) -> DataLoader:
+        """Split ``name`` in order; under DDP this process's :class:`_Shard` of it (no sample repeated)."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size == 1:
+            return self.loader(name)
+        dataset = self._split(name)
+        if len(dataset) < trainer.world_size:
+            raise ValueError(f"the {name} split has {len(dataset)} samples, fewer than the {trainer.world_size} "
+                             "processes: each process needs one at least")
+        shard = _Shard(dataset, trainer.world_size, trainer.global_rank)
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=shard)
 
     def train_dataloader(self):
-        return self._loader("train", True)
+        return self.loader("train", shuffle=True)  # Lightning shards it under DDP (DistributedSampler)
 
     def val_dataloader(self):
-        return self._loader("val", False)
+        return self._evaluation_loader("val")
 
     def test_dataloader(self):
-        return self._loader("test", False)
+        return self._evaluation_loader("test")
 
 
 class QM9DataModule(_SplitDataModule):
