@@ -31,6 +31,7 @@ try:
 except ImportError:  # ASE < 3.29
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as maxwell_boltzmann
 
+REPO = Path(__file__).resolve().parents[1]
 SPECIES = [1, 6, 8]
 MD17 = SHARED_DATA / "md17" / "botnet_ethanol"
 TINY = ["model.channels=4", "model.lmax=1", "model.num_layers=1", "model.radial_hidden=8",
@@ -277,3 +278,18 @@ def test_property_task_checkpoint_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"PropertyTask checkpoint \(targets \['gap'\]\).*energies and forces"):
         EqgeoCalculator.from_checkpoint(tmp_path / "checkpoints" / "best.ckpt")
 
+
+def test_nve_drift_script(md17_run, tmp_path):
+    """experiments/md/nve_drift.py runs end to end on a checkpoint and writes its Markdown report."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("nve_drift", REPO / "experiments" / "md" / "nve_drift.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "drift.md"
+    result = script.main([str(md17_run / "checkpoints" / "best.ckpt"), "--structure", str(MD17 / "test_MD.xyz"),
+                          "--steps", "10", "--dt", "0.25", "--output", str(out)])
+    text = out.read_text()
+    assert text == result["report"] and "meV/atom/ps" in text and "| precision | float64 |" in text
+    assert result["finite"] and 0 < result["wall_per_step_s"] and result["max_abs_dev_mev_atom"] >= 0
+    assert "test force MAE in the run's metrics.json" in text
