@@ -1,0 +1,128 @@
+"""Docking task: training poses, benchmark starts, equivariant refinement, baselines, smoke run."""
+
+import json
+import math
+
+import pytest
+import torch
+from rdkit import Chem
+from rdkit.Chem import AllChem
+
+from eqgeo.data.poses import move_pose, rotatable_bonds, symmetric_rmsd, symmetry_references
+from eqgeo.datasets.docking import DockingComplex
+from eqgeo.models import DockingModel
+from eqgeo.o3 import rand_matrix
+from eqgeo.training.docking import (
+    evaluate_docking,
+    refine,
+    sample_training_pose,
+    track_a_starts,
+    track_b_starts,
+)
+from eqgeo.training import train
+
+from .test_train import TINY, _cfg
+
+TINY_DOCKING = ["experiment=docking", "data.num_complexes=7", "data.num_val=1", "data.num_test=2", "data.poses_per_complex=2",
+                "data.val_poses=2", "data.batch_size=2", "data.track_a.starts=2", "data.track_b.starts=2",
+                "task.refine_steps=2", "model.parity=full"]
+
+
+def _toy_complex(seed: int = 0) -> DockingComplex:
+    """A flexible ligand in a shell of 'protein' atoms, with a start conformer in another frame."""
+    mol = Chem.AddHs(Chem.MolFromSmiles("CCOc1ccc(CC(=O)O)cc1"))
+    AllChem.EmbedMolecule(mol, randomSeed=seed)
+    mol = Chem.RemoveHs(mol)
+    crystal = torch.tensor(mol.GetConformer().GetPositions(), dtype=torch.float64)
+    bonds, moving = rotatable_bonds(mol)
+    g = torch.Generator().manual_seed(seed)
+    shell = torch.randn(60, 3, dtype=torch.float64, generator=g)
+    pocket = crystal.mean(0) + shell / shell.norm(dim=1, keepdim=True) * (6 + 2 * torch.rand(60, 1, generator=g, dtype=torch.float64))
+    start = crystal @ rand_matrix(dtype=torch.float64).T + 20.0
+    return DockingComplex(
+        name="toy", ligand_z=torch.tensor([a.GetAtomicNum() for a in mol.GetAtoms()]), crystal=crystal, start=start,
+        matched=crystal.clone(), matched_rmsd=0.0, bonds=bonds, moving=moving, references=symmetry_references(mol, []),
+        pocket_z=torch.full((60,), 6), pocket_pos=pocket, pocket_centre=crystal.mean(0), has_start_conf=True,
+    )
+
+
+def _transformed(c: DockingComplex, Q: torch.Tensor, shift: torch.Tensor) -> DockingComplex:
+    f = lambda x: x @ Q.T + shift  # noqa: E731
+    d = c.to_dict()
+    for key in ("crystal", "start", "matched", "references", "pocket_pos", "pocket_centre"):
+        d[key] = f(d[key])
+    return DockingComplex(**d)
+
+
+def test_training_pose_targets_undo_the_moves():
+    c = _toy_complex()
+    g = torch.Generator().manual_seed(1)
+    for _ in range(4):
+        data = sample_training_pose(c, g, dtype=torch.float64)
+        L = c.ligand_z.numel()
+        pose = data.pos[:L]
+        back = move_pose(pose, c.bonds, c.moving, data.target_translation[0], data.target_rotation[0], data.target_torsion)
+        torch.testing.assert_close(back, c.crystal, atol=1e-9, rtol=0)  # matched == crystal here
+        assert bool(data.label) == bool(symmetric_rmsd(pose, c.references) < 2.0)
+        assert data.node_type[:L].eq(0).all() and data.node_type[L:].eq(1).all()
+
+
+def test_benchmark_starts_are_seeded_and_placed_as_specified():
+    c = _toy_complex()
+    a1 = track_a_starts(c, 8, 3, translation=2.0, rotation=1.0, torsion=math.pi)
+    a2 = track_a_starts(c, 8, 3, translation=2.0, rotation=1.0, torsion=math.pi)
+    assert torch.equal(a1, a2) and not torch.equal(a1, track_a_starts(c, 8, 4, translation=2.0, rotation=1.0, torsion=math.pi))
+    b = track_b_starts(c, 16, 0, offset=2.0)
+    offsets = (b.mean(1) - c.pocket_centre).norm(dim=1)
+    assert offsets.max() <= 2.0 + 1e-9 and offsets.min() >= 0
+    # the conformer is moved rigidly: its internal distances are the start conformer's
+    torch.testing.assert_close(torch.cdist(b[5], b[5]), torch.cdist(c.start, c.start), atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("reflect", [False, True], ids=["rotation", "reflection"])
+def test_refinement_is_e3_equivariant(reflect):
+    c = _toy_complex()
+    torch.manual_seed(0)
+    model = DockingModel(channels=4, lmax=1, num_layers=2, radial_hidden=8, avg_num_neighbors=10.0).double()
+    model.set_statistics(1.0, 0.5, 0.5)
+    starts = track_a_starts(c, 3, 0, translation=2.0, rotation=1.0, torsion=math.pi)
+    Q = rand_matrix(dtype=torch.float64)
+    if reflect:
+        Q = -Q
+    shift = torch.randn(3, dtype=torch.float64) * 5
+    final, confidence = refine(model, c, starts, steps=3, step_size=0.5)
+    final_t, confidence_t = refine(model, _transformed(c, Q, shift), starts @ Q.T + shift, steps=3, step_size=0.5)
+    assert (final - starts).abs().max() > 1e-3  # the model moved the ligand
+    torch.testing.assert_close(final_t, final @ Q.T + shift, atol=1e-8, rtol=0)
+    torch.testing.assert_close(confidence_t, confidence, atol=1e-9, rtol=0)
+
+
+def test_baselines_are_what_they_say():
+    c = _toy_complex()
+    starts = {"a": [track_a_starts(c, 4, 0, translation=2.0, rotation=1.0, torsion=math.pi)],
+              "b": [track_b_starts(c, 3, 0, offset=2.0)]}
+    metrics = evaluate_docking(None, [c], starts)
+    a_rmsd = symmetric_rmsd(starts["a"][0], c.references)
+    assert metrics["a_start_median_rmsd"] == pytest.approx(float(a_rmsd.median()))
+    centred = starts["a"][0] - starts["a"][0].mean(1, keepdim=True) + c.pocket_centre
+    assert metrics["a_centroid_median_rmsd"] == pytest.approx(float(symmetric_rmsd(centred, c.references).median()))
+    assert metrics["a_start_success"] == pytest.approx(100.0 * float((a_rmsd < 2).double().mean()))
+    assert "a_model_success" not in metrics and metrics["b_floor_median_rmsd"] == 0.0
+
+
+def test_docking_experiment_smoke_run(tmp_path, shared_data, monkeypatch):
+    monkeypatch.setenv("EQGEO_SHARED_DATA", str(shared_data))
+    cfg = _cfg(TINY + TINY_DOCKING + [f"data.cache_dir={tmp_path / 'cache'}"], tmp_path / "run")
+    metrics = train(cfg)
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["task"] == "DockingTask" and saved["data"]["train"] == 4 and saved["data"]["test"] == 2
+    for track in "ab":
+        for method in ("start", "centroid", "model"):
+            assert saved["test"][f"{track}_{method}_success"]["unit"] == "%"
+            assert saved["test"][f"{track}_{method}_median_rmsd"]["unit"] == "Å"
+    # refinement starts must be far enough that doing nothing fails (median >= 3 Å)
+    assert metrics["test"]["a_start_median_rmsd"]["value"] >= 3.0
+    for figure in ("parity.png", "learning_curves.png"):
+        assert (tmp_path / "run" / figure).read_bytes()[:4] == b"\x89PNG"
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", weights_only=True)
+    assert checkpoint["hyper_parameters"]["statistics"]["translation_scale"] > 0
