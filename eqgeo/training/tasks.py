@@ -8,13 +8,13 @@ loads with ``torch.load(..., weights_only=True)``.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import lightning as L
 import torch
 
 from ..data import keys as K
-from ..models import InteratomicPotential, PropertyModel
+from ..models import build_model
 
 __all__ = ["PropertyTask", "EnergyForcesTask", "display_unit"]
 
@@ -28,12 +28,15 @@ def display_unit(unit: str) -> tuple[str, float]:
 
 
 class _Sums:
-    """Sums of absolute and squared errors over an epoch, per metric (exact, not batch-averaged)."""
+    """Sums of absolute and squared errors over an epoch, per metric (exact, not batch-averaged), and
+    of the loss weighted by graphs. Under DDP each process sums its own shard; :meth:`total` adds the
+    shards up, so the metrics are those of the whole split."""
 
     def __init__(self) -> None:
         self.abs: dict[str, float] = {}
         self.sq: dict[str, float] = {}
         self.n: dict[str, int] = {}
+        self.loss, self.graphs = 0.0, 0
 
     def add(self, name: str, error: torch.Tensor) -> None:
         e = error.detach().to(torch.float64)
@@ -41,8 +44,27 @@ class _Sums:
         self.sq[name] = self.sq.get(name, 0.0) + e.square().sum().item()
         self.n[name] = self.n.get(name, 0) + e.numel()
 
+    def add_loss(self, loss: torch.Tensor, graphs: int) -> None:
+        """A batch's mean loss over its ``graphs`` graphs (the epoch loss is the mean over all graphs)."""
+        self.loss += loss.detach().to(torch.float64).item() * graphs
+        self.graphs += graphs
+
+    def total(self, names: Sequence[str], all_reduce: Callable[[torch.Tensor], torch.Tensor]) -> "_Sums":
+        """The sums over all processes: ``all_reduce`` sums a float64 tensor across them (identity in one
+        process). ``names`` fixes the layout, the same in every process even where a shard missed a name."""
+        local = [[self.abs.get(k, 0.0), self.sq.get(k, 0.0), float(self.n.get(k, 0))] for k in names]
+        summed = all_reduce(torch.tensor(local + [[self.loss, float(self.graphs), 0.0]], dtype=torch.float64))
+        out = _Sums()
+        for k, (a, s, n) in zip(names, summed.tolist()):
+            out.abs[k], out.sq[k], out.n[k] = a, s, int(n)
+        out.loss, out.graphs = summed[-1, 0].item(), int(summed[-1, 1].item())
+        return out
+
     def results(self) -> dict[str, tuple[float, float]]:
         return {k: (self.abs[k] / self.n[k], (self.sq[k] / self.n[k]) ** 0.5) for k in self.n if self.n[k]}
+
+    def mean_loss(self) -> Optional[float]:
+        return self.loss / self.graphs if self.graphs else None
 
 
 class _Task(L.LightningModule):
@@ -73,14 +95,24 @@ class _Task(L.LightningModule):
     def on_test_epoch_start(self) -> None:
         self._sums["test"] = _Sums()
 
+    def _all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self.trainer.strategy.reduce(tensor.to(self.device), reduce_op="sum").cpu()
+
     def _log_epoch(self, stage: str) -> dict[str, float]:
+        """Logs the epoch's metrics over the whole split: the sums of every process's shard are
+        all-reduced first, so every process logs (and checkpoints, stops early, lowers the learning
+        rate on) the same exact values."""
+        sums = self._stage_sums(stage).total(list(self.units), self._all_reduce)
         logged = {}
-        for name, (mae, rmse) in self._stage_sums(stage).results().items():
+        if stage == "val" and sums.mean_loss() is not None:
+            logged["val/loss"] = sums.mean_loss()
+        for name, (mae, rmse) in sums.results().items():
             unit, factor = display_unit(self.units[name])
             logged[f"{stage}/{name}_mae"] = mae * factor
             logged[f"{stage}/{name}_rmse"] = rmse * factor
         for key, value in logged.items():
-            self.log(key, value, prog_bar=key.endswith("_mae") and stage == "val")
+            # equal in every process already: "max" syncs without changing the value (no averaging)
+            self.log(key, value, prog_bar=key.endswith("_mae") and stage == "val", sync_dist=True, reduce_fx="max")
         return logged
 
     def on_validation_epoch_end(self) -> None:
@@ -100,12 +132,13 @@ class _Task(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss = self._loss(batch, None)
-        self.log("train/loss", loss, batch_size=batch.num_graphs, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/loss", loss, batch_size=batch.num_graphs, on_step=True, on_epoch=True, prog_bar=True,
+                 sync_dist=True)  # under DDP: the mean over processes (their shards repeat a few graphs)
         return loss
 
     def validation_step(self, batch, batch_idx):
         loss = self._loss(batch, "val")
-        self.log("val/loss", loss, batch_size=batch.num_graphs, on_epoch=True)
+        self._stage_sums("val").add_loss(loss, batch.num_graphs)  # logged as val/loss at the epoch's end
 
     def test_step(self, batch, batch_idx):
         self._loss(batch, "test")
@@ -149,7 +182,7 @@ class PropertyTask(_Task):
         self.save_hyperparameters()
         self.columns = [list(target_names).index(t) for t in targets]
         self.units = {t: target_units[c] for t, c in zip(targets, self.columns)}
-        self.model = PropertyModel(num_targets=len(targets), reduce=reduce, **model)
+        self.model = build_model("property", num_targets=len(targets), reduce=reduce, **model)  # model.name picks it
         if statistics is not None:
             self.model.set_statistics(statistics["mean"], statistics["std"])
 
@@ -200,7 +233,7 @@ class EnergyForcesTask(_Task):
     ) -> None:
         super().__init__(lr, weight_decay, lr_factor, lr_patience)
         self.save_hyperparameters()
-        self.model = InteratomicPotential(**model)
+        self.model = build_model("energy", **model)  # model.name: eqgeo (InteratomicPotential), schnet, visnet
         if statistics is not None:
             self.model.set_statistics(statistics["energy_shift"], statistics["energy_scale"])
 

@@ -5,13 +5,16 @@
     eqgeo-train model=transformer task.targets=[gap,homo] trainer.max_epochs=10
     eqgeo-train --multirun model.channels=16,32   # a sweep
     eqgeo-train ckpt_path=runs/.../checkpoints/last.ckpt   # resume after a kill
+    eqgeo-train trainer.devices=4 trainer.strategy=ddp      # data-parallel on 4 GPUs (or CPU processes)
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -20,12 +23,14 @@ import hydra
 from hydra.errors import InstantiationException
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from ..models.property import target_statistics
 from .datamodules import QM9DataModule
+from .docking import DockingDataModule, DockingTask
 from .plots import learning_curves, parity_plot
 from .tasks import EnergyForcesTask, PropertyTask
 
@@ -65,6 +70,13 @@ def _build_task(cfg: DictConfig, dm) -> L.LightningModule:
             raise ValueError(f"task=energy_forces needs energies and forces (data=rmd17), got data={type(dm).__name__}")
         statistics = {"energy_shift": stats["energy_shift"].tolist(), "energy_scale": float(stats["energy_scale"])}
         return EnergyForcesTask(model, statistics=statistics, **task_cfg)
+    if target.endswith("DockingTask"):
+        if not isinstance(dm, DockingDataModule):
+            raise ValueError(f"task=docking needs protein-ligand complexes (data=astex), got data={type(dm).__name__}")
+        if model.pop("name", "eqgeo") != "eqgeo":
+            raise ValueError(f"task=docking runs eqgeo's DockingModel (model=conv or model=transformer), not model.name={cfg.model.name}")
+        statistics = {k: stats[k] for k in ("translation_scale", "rotation_scale", "torsion_scale")}
+        return DockingTask(model, statistics=statistics, **task_cfg)
     raise ValueError(f"unknown task {target!r}")
 
 
@@ -89,12 +101,75 @@ def _config_hash(cfg: DictConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+# Environment variable holding the job that the DDP processes Lightning starts from this one run.
+_DDP_JOB = "EQGEO_DDP_JOB"
+# What Lightning's launcher sets in the launching process's environment, and _DDP_JOB.
+_LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", _DDP_JOB)
+
+
+@contextlib.contextmanager
+def _launched_ddp_job(cfg: DictConfig, trainer: L.Trainer):
+    """Runs one job whose other DDP processes on this node Lightning starts from this process.
+
+    Lightning starts them by running this program again (``eqgeo-train`` or ``python -m
+    eqgeo.training.train``) with ``LOCAL_RANK`` set. They read the job's resolved config and working
+    directory from ``$EQGEO_DDP_JOB`` and run it as it is (:func:`main`) instead of composing a config
+    from the command line, which under ``--multirun`` would start the whole sweep again and could
+    resolve ``${now:...}`` to another folder. Afterwards the process group and the launcher's
+    environment variables are removed, so the next job of a sweep starts its own processes.
+    """
+    if trainer.num_devices == 1 or "LOCAL_RANK" in os.environ:  # one process, or started by a launcher
+        yield
+        return
+    saved = {key: os.environ.get(key) for key in _LAUNCHER_ENV}
+    os.environ[_DDP_JOB] = json.dumps({"cwd": os.getcwd(), "config": OmegaConf.to_container(cfg, resolve=True)})
+    try:
+        yield
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+class _SaveConfig(Callback):
+    """Writes the resolved config to ``config.yaml`` as fitting starts, from global rank 0 only (the
+    ranks are known once Lightning has set its processes up)."""
+
+    def __init__(self, cfg: DictConfig, path: Path) -> None:
+        self.cfg, self.path = cfg, path
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            OmegaConf.save(self.cfg, self.path, resolve=True)
+
+
+def _tensorboard(run_dir: Path, stage: str) -> TensorBoardLogger:
+    """TensorBoard logs in ``run_dir/tensorboard``, one event file per stage. tensorboardX names event
+    files by the second: one logger for fit and test would have the test's file overwrite the fit's
+    after a fit shorter than a second."""
+    return TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False, filename_suffix=f".{stage}")
+
+
+def _whole_test_set(dm):
+    """The whole test split in this process (under DDP, eqgeo's ``test_dataloader`` is a shard)."""
+    return dm.loader("test") if hasattr(dm, "loader") else dm.test_dataloader()
+
+
 def train(cfg: DictConfig) -> dict:
     """Train and test one configuration; returns the contents of the run's ``metrics.json``.
 
     Writes into ``cfg.run_dir``: ``checkpoints/`` (``best.ckpt`` by validation loss and
-    ``last.ckpt``), CSV logs, ``config.yaml``, ``metrics.json``, ``parity.png`` (test set) and
-    ``learning_curves.png``.
+    ``last.ckpt``), CSV logs (``logs/metrics.csv``), TensorBoard logs (``tensorboard/``),
+    ``config.yaml``, ``metrics.json``, ``parity.png`` (test set) and ``learning_curves.png``.
+
+    Under DDP (``trainer.devices=N trainer.strategy=ddp``, ``trainer.num_nodes``) every process
+    trains on its shard of the training set; validation and test metrics are exact over the whole
+    split (each sample evaluated once, sums all-reduced, see :class:`~eqgeo.training.tasks._Sums`);
+    only global rank 0 writes the files, and every process returns the same metrics.
     """
     start = time.time()
     if cfg.dtype not in _DTYPES:
@@ -125,26 +200,37 @@ def train(cfg: DictConfig) -> dict:
     if ema_decay is not None:
         from lightning.pytorch.callbacks import EMAWeightAveraging
 
-        callbacks.append(EMAWeightAveraging(decay=ema_decay))
+        # buffers are not averaged: the species tables are integers (averaging truncates them) and the
+        # statistics buffers are constants
+        callbacks.append(EMAWeightAveraging(decay=ema_decay, use_buffers=False))
+    csv_logger = CSVLogger(run_dir, name="logs", version="")  # read back for the learning curves
     trainer = L.Trainer(
         **trainer_cfg,
         default_root_dir=run_dir,
         precision=_DTYPES[cfg.dtype],
-        callbacks=callbacks,
-        logger=CSVLogger(run_dir, name="logs", version=""),
+        callbacks=[*callbacks, _SaveConfig(cfg, run_dir / "config.yaml")],
+        logger=[csv_logger, _tensorboard(run_dir, "fit")],
         inference_mode=False,  # validation needs autograd for the forces
     )
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-    trainer.fit(task, datamodule=dm, ckpt_path=cfg.ckpt_path)
-    best = callbacks[0].best_model_path or None
-    trainer.test(task, datamodule=dm, ckpt_path=best, verbose=False)
-
-    test = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-    trainer.logger.save()
-    figures = {
-        "parity": parity_plot(task, dm.test_dataloader(), run_dir / "parity.png").name,
-        "learning_curves": learning_curves(Path(trainer.logger.log_dir) / "metrics.csv", run_dir / "learning_curves.png").name,
-    }
+    with _launched_ddp_job(cfg, trainer):
+        trainer.fit(task, datamodule=dm, ckpt_path=cfg.ckpt_path)
+        best = callbacks[0].best_model_path or None
+        if best is not None:
+            # The weights in the checkpoint's state_dict, which validation chose and load_from_checkpoint
+            # gives (with EMA, the average). trainer.test(ckpt_path=best) would let the EMA callback
+            # restore the raw, non-averaged weights instead.
+            task.load_state_dict(torch.load(best, map_location=task.device, weights_only=True)["state_dict"])
+        trainer.loggers = [csv_logger, _tensorboard(run_dir, "test")]
+        trainer.test(task, datamodule=dm, verbose=False)
+        test = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+        figures = {}
+        if trainer.is_global_zero:
+            csv_logger.save()
+            figures = {
+                "parity": parity_plot(task, _whole_test_set(dm), run_dir / "parity.png").name,
+                "learning_curves": learning_curves(Path(csv_logger.log_dir) / "metrics.csv", run_dir / "learning_curves.png").name,
+            }
+        is_global_zero = trainer.is_global_zero
     units = task.metric_units()
     metrics = {
         "config_hash": _config_hash(cfg),
@@ -158,21 +244,33 @@ def train(cfg: DictConfig) -> dict:
         "test": {name: {"value": value, "unit": units[name]} for name, value in sorted(test.items())},
         "validation_history": task.history,
     }
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if is_global_zero:
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+@rank_zero_only
+def _report(metrics: dict, run_dir: str) -> None:
+    shown = ", ".join(f"{k} {v['value']:.4g} {v['unit']}" for k, v in metrics["test"].items() if k.endswith("_mae"))
+    print(f"test: {shown}")
+    print(f"results: {Path(run_dir).resolve()} (metrics.json, parity.png, learning_curves.png, checkpoints/, logs/, "
+          "tensorboard/)")
 
 
 @hydra.main(version_base="1.3", config_path="pkg://eqgeo.conf", config_name="train")
 def _hydra_main(cfg: DictConfig) -> None:
-    metrics = train(cfg)
-    shown = ", ".join(f"{k} {v['value']:.4g} {v['unit']}" for k, v in metrics["test"].items() if k.endswith("_mae"))
-    print(f"test: {shown}")
-    print(f"results: {Path(cfg.run_dir).resolve()} (metrics.json, parity.png, learning_curves.png, checkpoints/, logs/)")
+    _report(train(cfg), cfg.run_dir)
 
 
 def main() -> None:
     """Console entry point ``eqgeo-train``."""
     torch.set_float32_matmul_precision("high")
+    job = os.environ.get(_DDP_JOB)
+    if job is not None and os.environ.get("LOCAL_RANK", "0") != "0":  # a DDP process started by Lightning
+        job = json.loads(job)
+        os.chdir(job["cwd"])
+        train(OmegaConf.create(job["config"]))
+        return
     _hydra_main()
 
 
