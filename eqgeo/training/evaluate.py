@@ -1,0 +1,186 @@
+"""``eqgeo-evaluate``: judge a trained checkpoint on data it never saw; writes ``metrics.json``.
+
+    eqgeo-evaluate runs/.../checkpoints/best.ckpt ../shared/data/md17/botnet_ethanol/test_MD.xyz --energy-unit eV
+    eqgeo-evaluate runs/.../checkpoints/best.ckpt qm9 --limit 5000      # molecules of the qm9pack wheel
+    eqgeo-evaluate runs/.../checkpoints/best.ckpt qm9:test              # the run's own QM9 test split
+    eqgeo-evaluate runs/.../checkpoints/best.ckpt path/to/complexes/    # docking, both tracks
+
+The task is read from the checkpoint (loaded with ``weights_only=True``): a property model
+takes QM9 (``qm9``, ``qm9:test`` or a folder of QM9 files), a potential takes an extended-XYZ
+or ``.npz`` file of energies and forces, a docking model takes a folder of complex folders.
+Metrics are those of ``eqgeo-train``'s test stage, in the same units.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch_geometric.loader import DataLoader
+
+__all__ = ["evaluate", "load_task", "main"]
+
+_TASKS = {"refine_steps": "DockingTask", "energy_weight": "EnergyForcesTask", "targets": "PropertyTask"}
+
+
+def load_task(path: str | Path, device: str = "cpu"):
+    """The task of an ``eqgeo-train`` checkpoint, rebuilt from its hyperparameters (``weights_only=True``)."""
+    from . import tasks
+    from .docking import DockingTask
+    from .train import _check_checkpoint
+
+    path = Path(path)
+    _check_checkpoint(path)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    hparams = dict(checkpoint["hyper_parameters"])
+    kind = next((name for key, name in _TASKS.items() if key in hparams), None)
+    if kind is None:
+        raise ValueError(f"checkpoint {path}: hyperparameters {sorted(hparams)} are not those of an eqgeo task")
+    cls = DockingTask if kind == "DockingTask" else getattr(tasks, kind)
+    state = checkpoint["state_dict"]
+    dtype = next((v.dtype for k, v in state.items() if k.endswith("weight") and v.is_floating_point()), torch.float32)
+    task = cls(**hparams).to(dtype)  # float64 statistics buffers stay float64
+    task.load_state_dict(state)
+    return task.to(device).eval()
+
+
+def _regression_metrics(task, loader) -> dict[str, dict]:
+    from .tasks import _Sums, display_unit
+
+    task._sums["test"] = _Sums()
+    for batch in loader:
+        batch = batch.to(task.device)
+        task._loss(batch, "test")
+    out = {}
+    for name, (mae, rmse) in task._sums["test"].results().items():
+        unit, factor = display_unit(task.units[name])
+        out[f"{name}_mae"] = {"value": mae * factor, "unit": unit}
+        out[f"{name}_rmse"] = {"value": rmse * factor, "unit": unit}
+    return out
+
+
+def _qm9(task, data: str, checkpoint: Path, limit: Optional[int], seed: int):
+    from ..datasets import QM9
+
+    if data == "qm9:test":
+        from omegaconf import OmegaConf
+
+        config = checkpoint.parent.parent / "config.yaml"
+        if not config.is_file():
+            raise FileNotFoundError(f"qm9:test needs the run's config {config} (next to checkpoints/) to rebuild its split")
+        from .datamodules import QM9DataModule
+
+        cfg = OmegaConf.to_container(OmegaConf.load(config).data)
+        cfg.pop("_target_", None)
+        dm = QM9DataModule(**cfg)
+        dm.setup("test")
+        return dm.splits["test"], "the run's QM9 test split"
+    source = None if data == "qm9" else data
+    dataset = QM9(source=source, subset=limit, subset_seed=seed)
+    return dataset, f"QM9 ({source or 'qm9pack wheel'}{f', {limit} molecules drawn with seed {seed}' if limit else ''})"
+
+
+def evaluate(
+    checkpoint: str | Path,
+    data: str,
+    output: str | Path,
+    *,
+    energy_unit: Optional[str] = None,
+    limit: Optional[int] = None,
+    batch_size: int = 16,
+    seed: int = 0,
+    device: str = "cpu",
+    track_a: Optional[dict] = None,
+    track_b: Optional[dict] = None,
+) -> dict:
+    """Evaluate ``checkpoint`` on ``data`` and write ``output/metrics.json``; returns its contents."""
+    start = time.time()
+    checkpoint = Path(checkpoint)
+    task = load_task(checkpoint, device)
+    kind = type(task).__name__
+    report = []
+    if kind == "DockingTask":
+        from ..datasets.docking import load_docking_complexes
+        from .docking import DockingDataModule, evaluate_docking, metric_unit, track_a_starts, track_b_starts
+
+        if not Path(data).is_dir():
+            raise FileNotFoundError(f"a docking checkpoint is evaluated on a folder of complex folders; {data} is not a folder")
+        defaults = DockingDataModule(root=data)
+        ta, tb = {**defaults.track_a, **(track_a or {})}, {**defaults.track_b, **(track_b or {})}
+        complexes, skipped = load_docking_complexes(data, skip_invalid=True, exclude=())
+        report = [e.to_dict() for e in skipped.errors]
+        starts = {
+            "a": [track_a_starts(c, ta["starts"], seed * 7919 + k, translation=ta["translation"], rotation=ta["rotation"],
+                                 torsion=ta["torsion"]) for k, c in enumerate(complexes)],
+            "b": [track_b_starts(c, tb["starts"], seed * 7919 + 104_729 + k, offset=tb["offset"]) for k, c in enumerate(complexes)],
+        }
+        values = evaluate_docking(task.model, complexes, starts, steps=task.hparams.refine_steps, step_size=task.hparams.step_size)
+        metrics = {k: {"value": v, "unit": metric_unit(k)} for k, v in values.items()}
+        described, size = f"complexes under {data} (track a: {ta}; track b: {tb})", len(complexes)
+    elif kind == "EnergyForcesTask":
+        from ..datasets import MD17
+
+        path = Path(data)
+        if not path.is_file():
+            raise FileNotFoundError(f"a potential is evaluated on an extended-XYZ or .npz file of energies and forces; {data} is not a file")
+        if energy_unit is None and path.suffix != ".npz":
+            raise ValueError(f"{path.name}: an XYZ file does not state its energy unit; pass --energy-unit (eV, kcal/mol, ...)")
+        dataset = MD17(path, energy_unit=energy_unit)
+        metrics = _regression_metrics(task, DataLoader(dataset, batch_size=batch_size))
+        described, size = f"{path} (energy unit {energy_unit or 'kcal/mol'})", len(dataset)
+    else:
+        if not (data.startswith("qm9") or Path(data).exists()):
+            raise FileNotFoundError(f"a property model is evaluated on 'qm9', 'qm9:test' or a folder of QM9 files; got {data}")
+        dataset, described = _qm9(task, data, checkpoint, limit, seed)
+        with torch.no_grad():
+            metrics = _regression_metrics(task, DataLoader(dataset, batch_size=batch_size))
+        size = len(dataset)
+    result = {
+        "checkpoint": str(checkpoint.resolve()),
+        "task": kind,
+        "data": {"path": data, "description": described, "size": size},
+        "wall_time_s": round(time.time() - start, 1),
+        "test": dict(sorted(metrics.items())),
+        "skipped": report,
+    }
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "metrics.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Console entry point ``eqgeo-evaluate``."""
+    parser = argparse.ArgumentParser(prog="eqgeo-evaluate", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", help="a checkpoint written by eqgeo-train (checkpoints/best.ckpt)")
+    parser.add_argument("data", help="qm9 | qm9:test | QM9 folder | .xyz/.npz file | folder of complex folders")
+    parser.add_argument("--output", default=None, help="folder for metrics.json (default: eval-<data name>)")
+    parser.add_argument("--energy-unit", default=None, help="energy unit of an XYZ file (eV, kcal/mol, ...)")
+    parser.add_argument("--limit", type=int, default=None, help="QM9: evaluate this many molecules (seeded draw)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0, help="QM9 draw and docking starts")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    name = Path(args.data.rstrip("/")).stem.replace(":", "-") or "data"
+    output = Path(args.output) if args.output else Path(f"eval-{name}")
+    try:
+        result = evaluate(args.checkpoint, args.data, output, energy_unit=args.energy_unit, limit=args.limit,
+                          batch_size=args.batch_size, seed=args.seed, device=args.device)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"eqgeo-evaluate: error: {error}", file=sys.stderr)
+        return 2
+    shown = ", ".join(f"{k} {v['value']:.4g} {v['unit']}" for k, v in result["test"].items()
+                      if k.endswith(("_mae", "_success", "median_rmsd")))
+    print(f"{result['task']} on {result['data']['size']} items of {result['data']['description']}: {shown}")
+    print(f"metrics: {(output / 'metrics.json').resolve()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
