@@ -156,8 +156,10 @@ def load_docking_complexes(
             report.add(InvalidInputError(files.protein.parent, "excluded (duplicates a held-out complex)"))
         else:
             kept.append(files)
+    if not found:
+        raise FileNotFoundError(f"no complex folder in a known layout under {root}:\n{report}")
     if not kept:
-        raise FileNotFoundError(f"no usable complex under {root}:\n{report}")
+        return [], report
     sources = [p for f in kept for p in (f.protein, *f.ligands, f.start_conf, f.all_copies) if p is not None]
     key = fingerprint(sources, {"pocket_radius": pocket_radius, "v": _CACHE_VERSION, "skip": skip_invalid})
     cache = Path(cache_dir) if cache_dir is not None else default_cache_root() / "docking"

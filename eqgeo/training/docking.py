@@ -281,9 +281,10 @@ class DockingDataModule(L.LightningDataModule):
     Args:
         root: folder of complex folders (default config: the Astex Diverse Set).
         extra_roots: more complex folders used for training only.
-        exclude: PDB ids never used (default the four ``complexes/posebusters`` entries that
-            duplicate Astex complexes); extra complexes whose PDB id is a validation or test
-            complex are also left out. Both are listed in :attr:`report`.
+        exclude: PDB ids never taken from ``extra_roots`` (default the four
+            ``complexes/posebusters`` entries that duplicate Astex complexes); extra complexes
+            whose PDB id is a validation or test complex are left out too. Both are listed in
+            :attr:`report`.
         num_val, num_test: complexes held out (seeded split); the rest of ``root`` trains.
         pocket_radius: pocket crop, Å.
         poses_per_complex: training poses per complex per epoch; val_poses: fixed poses per
@@ -339,7 +340,9 @@ class DockingDataModule(L.LightningDataModule):
         if self.complexes:
             return
         self.report = SkipReport()
-        main = self._load(self.root, self.exclude, self.num_complexes)
+        main = self._load(self.root, (), self.num_complexes)  # `exclude` is for the extra training folders
+        if not main:
+            raise ValueError(f"no complex under {self.root} could be read:\n{self.report}")
         if self.num_val + self.num_test >= len(main):
             raise ValueError(f"data.num_val + data.num_test = {self.num_val + self.num_test} leaves no training complex "
                              f"of the {len(main)} under {self.root}")

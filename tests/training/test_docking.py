@@ -126,3 +126,18 @@ def test_docking_experiment_smoke_run(tmp_path, shared_data, monkeypatch):
         assert (tmp_path / "run" / figure).read_bytes()[:4] == b"\x89PNG"
     checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", weights_only=True)
     assert checkpoint["hyper_parameters"]["statistics"]["translation_scale"] > 0
+
+
+def test_duplicates_are_excluded_from_extra_training_folders_only(tmp_path, shared_data):
+    from eqgeo.training.docking import DockingDataModule
+
+    complexes = shared_data / "complexes"
+    dm = DockingDataModule(root=str(complexes / "posebusters_paper_data" / "astex_diverse_set"), num_complexes=8,
+                           extra_roots=[str(complexes / "posebusters")], num_val=1, num_test=2,
+                           cache_dir=str(tmp_path), poses_per_complex=1)
+    dm.setup("fit")
+    names = [c.name for split in dm.complexes.values() for c in split]
+    assert "1IA1_TQ3" in names and len(names) == 8  # the Astex entry itself stays
+    excluded = {e.source.rsplit("/", 1)[-1] for e in dm.report.errors if "excluded" in e.reason}
+    assert excluded == {"1ia1", "1of6", "1s3v", "1uou"}  # their posebusters copies never train
+    assert dm.sizes() == {"train": 5, "val": 1, "test": 2}
