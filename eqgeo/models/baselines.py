@@ -35,7 +35,7 @@ from ..data.neighbors import edge_vectors, radius_graph
 from ..nn._buffers import keep_float64
 from ._common import scatter_sum
 from .potential import InteratomicPotential
-from .property import _REDUCES, PropertyModel, target_statistics
+from .property import _REDUCES, PropertyModel, set_target_statistics, target_statistics
 
 __all__ = [
     "NeighborListInteractionGraph",
@@ -181,14 +181,7 @@ class _PyGBaseline(torch.nn.Module):
         returning them, so a scale per species cannot be applied.
         """
         if self.mode == "property":
-            mean = torch.as_tensor(mean_or_shift, dtype=torch.float64).reshape(-1)
-            std = torch.as_tensor(std_or_scale, dtype=self.target_std.dtype).reshape(-1)
-            if mean.numel() != self.num_targets or std.numel() != self.num_targets:
-                raise ValueError(f"set_statistics needs {self.num_targets} means and stds, got {mean.numel()}, {std.numel()}")
-            if not bool((std > 0).all()):
-                raise ValueError(f"target standard deviations must be > 0, got {std.tolist()}")
-            self.target_mean.copy_(mean)
-            self.target_std.copy_(std)
+            set_target_statistics(self, mean_or_shift, std_or_scale)
             return
         shift = torch.as_tensor(mean_or_shift, dtype=torch.float64).reshape(-1)
         scale = torch.as_tensor(std_or_scale, dtype=torch.float64).reshape(-1)

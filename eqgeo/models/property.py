@@ -36,6 +36,19 @@ def target_statistics(targets: Tensor, num_atoms: Tensor, reduces: Sequence[str]
     return values.mean(0), torch.where(std > 0, std, torch.ones_like(std))
 
 
+def set_target_statistics(model: torch.nn.Module, mean, std) -> None:
+    """Checks and copies target means (float64) and standard deviations into ``model.target_mean`` /
+    ``model.target_std`` (``model.num_targets`` of each); shared by the property networks."""
+    mean = torch.as_tensor(mean, dtype=torch.float64).reshape(-1)
+    std = torch.as_tensor(std, dtype=model.target_std.dtype).reshape(-1)
+    if mean.numel() != model.num_targets or std.numel() != model.num_targets:
+        raise ValueError(f"set_statistics needs {model.num_targets} means and stds, got {mean.numel()}, {std.numel()}")
+    if not bool((std > 0).all()):
+        raise ValueError(f"target standard deviations must be > 0, got {std.tolist()}")
+    model.target_mean.copy_(mean)
+    model.target_std.copy_(std)
+
+
 class PropertyModel(torch.nn.Module):
     r"""Equivariant network for molecular properties (QM9-style) on either layer type.
 
@@ -132,14 +145,7 @@ class PropertyModel(torch.nn.Module):
 
     def set_statistics(self, mean, std) -> None:
         """Target means (per atom for ``"sum"`` targets) and standard deviations, ``(num_targets,)``."""
-        mean = torch.as_tensor(mean, dtype=torch.float64).reshape(-1)
-        std = torch.as_tensor(std, dtype=self.target_std.dtype).reshape(-1)
-        if mean.numel() != self.num_targets or std.numel() != self.num_targets:
-            raise ValueError(f"set_statistics needs {self.num_targets} means and stds, got {mean.numel()}, {std.numel()}")
-        if not bool((std > 0).all()):
-            raise ValueError(f"target standard deviations must be > 0, got {std.tolist()}")
-        self.target_mean.copy_(mean)
-        self.target_std.copy_(std)
+        set_target_statistics(self, mean, std)
 
     def fit_statistics(self, targets: Tensor, num_atoms: Tensor) -> None:
         """Set the statistics from training targets ``(G, num_targets)`` and atom counts ``(G,)``

@@ -178,6 +178,33 @@ class ModelTestsMixin:
         assert set(self.outputs) <= set(out)
 
 
+class EnergyModelTests:
+    """Tests of networks with ``energy`` and ``forces`` outputs; mix in before :class:`ModelTestsMixin`."""
+
+    def check_isolated(self, model, data, out):
+        assert out["forces"].abs().max() == 0
+        alone = [model(Data(z=data.z[i : i + 1], pos=data.pos[i : i + 1]))["energy"] for i in range(data.num_nodes)]
+        torch.testing.assert_close(out["energy"], torch.stack(alone).sum(0))
+
+    def test_forces_are_minus_energy_gradient(self):
+        """Forces equal central finite differences of the energy (float64)."""
+        model = self.make_model(torch.float64)
+        data = self.make_graphs(torch.float64)[0]
+        forces = model(data)["forces"]
+        h = 1e-5
+        fd = torch.zeros_like(forces)
+        for i in range(data.num_nodes):
+            for k in range(3):
+                energies = []
+                for sign in (1, -1):
+                    d = data.clone()
+                    d.pos = data.pos.clone()
+                    d.pos[i, k] += sign * h
+                    energies.append(model(d, compute_forces=False)["energy"].sum())
+                fd[i, k] = -(energies[0] - energies[1]) / (2 * h)
+        torch.testing.assert_close(forces, fd, atol=1e-7, rtol=1e-6)
+
+
 def random_molecule(species, n: int, dtype, spread: float = 1.6, generator=None) -> Data:
     """A random molecule of ``n`` atoms whose atoms are not too close (min distance 0.7 Å)."""
     while True:

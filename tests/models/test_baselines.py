@@ -13,7 +13,7 @@ import eqgeo.models.baselines as baselines
 from eqgeo.models import InteratomicPotential, PropertyModel, SchNetBaseline, ViSNetBaseline, build_model
 from eqgeo.models.baselines import NeighborListDistance, NeighborListInteractionGraph
 
-from ._mixin import GRAPH, NODE, ModelTestsMixin, random_molecule
+from ._mixin import GRAPH, NODE, EnergyModelTests, ModelTestsMixin, random_molecule
 
 SPECIES = [1, 6, 8]
 CUTOFF = 3.0
@@ -80,33 +80,10 @@ class _BaselineTests(ModelTestsMixin):
         pytest.skip("PyG's forward builds the neighbour list (vesin, NumPy) inside the model: not one graph")
 
 
-class _EnergyTests(_BaselineTests):
+class _EnergyTests(EnergyModelTests, _BaselineTests):
     mode = "energy"
     outputs = {"energy": (GRAPH, "0e"), "forces": (NODE, "1o")}
     statistics = ("energy_shift", "energy_scale")
-
-    def check_isolated(self, model, data, out):
-        assert out["forces"].abs().max() == 0
-        alone = [model(Data(z=data.z[i : i + 1], pos=data.pos[i : i + 1]))["energy"] for i in range(data.num_nodes)]
-        torch.testing.assert_close(out["energy"], torch.stack(alone).sum(0))
-
-    def test_forces_are_minus_energy_gradient(self):
-        """Forces equal central finite differences of the energy (float64)."""
-        model = self.make_model(torch.float64)
-        data = self.make_graphs(torch.float64)[0]
-        forces = model(data)["forces"]
-        h = 1e-5
-        fd = torch.zeros_like(forces)
-        for i in range(data.num_nodes):
-            for k in range(3):
-                energies = []
-                for sign in (1, -1):
-                    d = data.clone()
-                    d.pos = data.pos.clone()
-                    d.pos[i, k] += sign * h
-                    energies.append(model(d, compute_forces=False)["energy"].sum())
-                fd[i, k] = -(energies[0] - energies[1]) / (2 * h)
-        torch.testing.assert_close(forces, fd, atol=1e-7, rtol=1e-6)
 
     def test_training_mode_keeps_the_force_graph(self):
         """In training mode a force loss back-propagates to every interaction weight (create_graph).

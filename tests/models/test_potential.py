@@ -5,7 +5,7 @@ from torch_geometric.data import Batch, Data
 from eqgeo.data import radius_graph
 from eqgeo.models import InteratomicPotential, dataset_statistics
 
-from ._mixin import GRAPH, NODE, ModelTestsMixin, random_molecule
+from ._mixin import GRAPH, NODE, EnergyModelTests, ModelTestsMixin, random_molecule
 
 SPECIES = [1, 6, 8]
 
@@ -23,7 +23,7 @@ def _molecules(dtype, n=3):
     return [random_molecule(SPECIES, k, dtype, generator=g) for k in (5, 3, 6)[:n]]
 
 
-class _PotentialTests(ModelTestsMixin):
+class _PotentialTests(EnergyModelTests, ModelTestsMixin):
     outputs = {"energy": (GRAPH, "0e"), "forces": (NODE, "1o"), "atomic_energy": (NODE, "0e")}
     statistics = ("energy_shift", "energy_scale")
     layer, parity = "conv", "natural"
@@ -39,29 +39,6 @@ class _PotentialTests(ModelTestsMixin):
 
     def extra_atom(self, data, pos):
         return Data(z=torch.cat([data.z, torch.tensor([1])]), pos=torch.cat([data.pos, pos[None]]))
-
-    def check_isolated(self, model, data, out):
-        assert out["forces"].abs().max() == 0
-        alone = [model(Data(z=data.z[i : i + 1], pos=data.pos[i : i + 1]))["energy"] for i in range(data.num_nodes)]
-        torch.testing.assert_close(out["energy"], torch.stack(alone).sum(0))
-
-    def test_forces_are_minus_energy_gradient(self):
-        """Forces equal central finite differences of the energy (float64)."""
-        model = self.make_model(torch.float64)
-        data = self.make_graphs(torch.float64)[0]
-        forces = model(data)["forces"]
-        h = 1e-5
-        fd = torch.zeros_like(forces)
-        for i in range(data.num_nodes):
-            for k in range(3):
-                energies = []
-                for sign in (1, -1):
-                    d = data.clone()
-                    d.pos = data.pos.clone()
-                    d.pos[i, k] += sign * h
-                    energies.append(model(d, compute_forces=False)["energy"].sum())
-                fd[i, k] = -(energies[0] - energies[1]) / (2 * h)
-        torch.testing.assert_close(forces, fd, atol=1e-7, rtol=1e-6)
 
     def test_forces_continuous_at_cutoff(self):
         model = self.make_model(torch.float64)
