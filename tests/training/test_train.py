@@ -106,3 +106,21 @@ def test_cli_prints_the_config_from_any_directory(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert "layer: transformer" in out.stdout and "_target_: eqgeo.training.QM9DataModule" in out.stdout
+
+
+@pytest.mark.parametrize("experiment", GROUPS["experiment"])
+def test_every_experiment_instantiates(experiment, shared_data, monkeypatch):
+    """Each experiment composes and its data module and task are built (without loading data)."""
+    import hydra
+
+    monkeypatch.setenv("EQGEO_SHARED_DATA", str(shared_data))
+    cfg = _cfg([f"experiment={experiment}", "run_dir=x"])
+    dm = hydra.utils.instantiate(cfg.data)
+    assert type(dm).__name__ == cfg.data._target_.rsplit(".", 1)[1]
+    assert cfg.task._target_.rsplit(".", 1)[1] in {"PropertyTask", "EnergyForcesTask", "DockingTask"}
+
+
+def test_qm9_experiment_smoke_run(tmp_path):
+    """experiment=qm9 (the full split by default) on tiny data: the overrides win over the experiment."""
+    metrics = train(_cfg(TINY + ["experiment=qm9"] + TINY_QM9, tmp_path))
+    assert metrics["data"]["train"] == 30 and metrics["test"]["gap_mae"]["unit"] == "meV"
