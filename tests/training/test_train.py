@@ -99,9 +99,10 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
         train(_cfg(TINY + TINY_QM9 + [f"ckpt_path={bad}"], tmp_path / "run"))
 
 
-def test_cli_prints_the_config_from_any_directory(tmp_path):
+@pytest.mark.parametrize("module", ["eqgeo.train", "eqgeo.training.train"])
+def test_cli_prints_the_config_from_any_directory(tmp_path, module):
     out = subprocess.run(
-        [sys.executable, "-m", "eqgeo.training.train", "--cfg", "job", "model=transformer"],
+        [sys.executable, "-m", module, "--cfg", "job", "model=transformer"],
         cwd=tmp_path, capture_output=True, text=True, timeout=120, env={**os.environ, "HYDRA_FULL_ERROR": "1"},
     )
     assert out.returncode == 0, out.stderr
