@@ -125,3 +125,35 @@ def test_qm9_experiment_smoke_run(tmp_path):
     """experiment=qm9 (the full split by default) on tiny data: the overrides win over the experiment."""
     metrics = train(_cfg(TINY + ["experiment=qm9"] + TINY_QM9, tmp_path))
     assert metrics["data"]["train"] == 30 and metrics["test"]["gap_mae"]["unit"] == "meV"
+
+
+def test_resume_after_a_kill(tmp_path):
+    """A run killed (SIGKILL) mid-training resumes from its last.ckpt and carries on counting."""
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    overrides = TINY + TINY_QM9 + ["trainer.max_epochs=200", "trainer.early_stopping_patience=1000", f"run_dir={run}"]
+    proc = subprocess.Popen([sys.executable, "-m", "eqgeo.train", *overrides], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = run / "checkpoints" / "last.ckpt"
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                if last.is_file() and torch.load(last, weights_only=True)["epoch"] >= 1:
+                    break
+            except (RuntimeError, EOFError):  # caught while being written
+                pass
+            time.sleep(0.5)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    saved = torch.load(last, weights_only=True)
+    assert not (run / "metrics.json").exists()  # killed before finishing
+    resumed = train(_cfg(TINY + TINY_QM9 + [f"trainer.max_epochs={saved['epoch'] + 2}", f"ckpt_path={last}"], run))
+    assert resumed["epochs"] == saved["epoch"] + 2
+    assert torch.load(last, weights_only=True)["global_step"] > saved["global_step"]
