@@ -47,6 +47,7 @@ __all__ = [
     "refine",
     "track_a_starts",
     "track_b_starts",
+    "benchmark_starts",
     "evaluate_docking",
     "DockingDataModule",
     "DockingTask",
@@ -55,6 +56,11 @@ __all__ = [
 
 #: A pose is a success when its symmetry-corrected RMSD is below this (Å).
 SUCCESS_RMSD = 2.0
+#: Track (a) starts: per complex, the crystal pose moved by torsions U(-torsion, torsion), a rotation of
+#: angle U(0, rotation) rad and a translation N(0, translation^2) Å per axis.
+TRACK_A = {"starts": 4, "translation": 2.0, "rotation": 1.0, "torsion": math.pi}
+#: Track (b) starts: the start conformer at random orientations, centroid within ``offset`` Å of the pocket centre.
+TRACK_B = {"starts": 8, "offset": 2.0}
 #: Default held-out duplicates: complexes under ``complexes/posebusters`` that are Astex entries.
 ASTEX_DUPLICATES = ("1ia1", "1of6", "1s3v", "1uou")
 
@@ -138,6 +144,18 @@ def track_b_starts(c: DockingComplex, num: int, seed: int, *, offset: float) -> 
         shift = direction / direction.norm() * radius
         out.append(rigid_move(centred, w, c.pocket_centre + shift))
     return torch.stack(out)
+
+
+def benchmark_starts(complexes: Sequence[DockingComplex], track_a: dict, track_b: dict, seed: int) -> dict[str, list[Tensor]]:
+    """The fixed starts of both tracks for each complex (seeded by ``seed`` and the complex's position):
+    ``{"a": [(S_a, L, 3), ...], "b": [(S_b, L, 3), ...]}``; ``track_a`` / ``track_b`` as in
+    :class:`DockingDataModule`."""
+    return {
+        "a": [track_a_starts(c, track_a["starts"], seed * 7919 + k, translation=track_a["translation"],
+                             rotation=track_a["rotation"], torsion=track_a["torsion"]) for k, c in enumerate(complexes)],
+        "b": [track_b_starts(c, track_b["starts"], seed * 7919 + 104_729 + k, offset=track_b["offset"])
+              for k, c in enumerate(complexes)],
+    }
 
 
 # ---------------------------------------------------------------------------------- refinement
@@ -319,8 +337,8 @@ class DockingDataModule(L.LightningDataModule):
         self.num_val, self.num_test, self.num_complexes = int(num_val), int(num_test), num_complexes
         self.pocket_radius, self.poses_per_complex, self.val_poses = pocket_radius, poses_per_complex, val_poses
         self.max_translation = float(max_translation)
-        self.track_a = {"starts": 4, "translation": 2.0, "rotation": 1.0, "torsion": math.pi, **(track_a or {})}
-        self.track_b = {"starts": 8, "offset": 2.0, **(track_b or {})}
+        self.track_a = {**TRACK_A, **(track_a or {})}
+        self.track_b = {**TRACK_B, **(track_b or {})}
         self.batch_size, self.seed, self.cutoff, self.cache_dir = int(batch_size), int(seed), float(cutoff), cache_dir
         self.dtype = torch.float32
         self.statistics: dict = {}
@@ -358,13 +376,7 @@ class DockingDataModule(L.LightningDataModule):
                 else:
                     train.append(c)
         self.complexes = {"train": train, "val": val, "test": test}
-        self.starts = {
-            "a": [track_a_starts(c, self.track_a["starts"], self.seed * 7919 + k,
-                                 translation=self.track_a["translation"], rotation=self.track_a["rotation"],
-                                 torsion=self.track_a["torsion"]) for k, c in enumerate(test)],
-            "b": [track_b_starts(c, self.track_b["starts"], self.seed * 7919 + 104_729 + k, offset=self.track_b["offset"])
-                  for k, c in enumerate(test)],
-        }
+        self.starts = benchmark_starts(test, self.track_a, self.track_b, self.seed)
         self.statistics = self._statistics(train)
 
     def _statistics(self, train: list[DockingComplex]) -> dict:

@@ -106,20 +106,14 @@ def evaluate(
     report = []
     if kind == "DockingTask":
         from ..datasets.docking import load_docking_complexes
-        from .docking import DockingDataModule, evaluate_docking, metric_unit, track_a_starts, track_b_starts
+        from .docking import TRACK_A, TRACK_B, benchmark_starts, evaluate_docking, metric_unit
 
         if not Path(data).is_dir():
             raise FileNotFoundError(f"a docking checkpoint is evaluated on a folder of complex folders; {data} is not a folder")
-        defaults = DockingDataModule(root=data)
-        ta, tb = {**defaults.track_a, **(track_a or {})}, {**defaults.track_b, **(track_b or {})}
+        ta, tb = {**TRACK_A, **(track_a or {})}, {**TRACK_B, **(track_b or {})}
         complexes, skipped = load_docking_complexes(data, skip_invalid=True, exclude=())
         report = [e.to_dict() for e in skipped.errors]
-        starts = {
-            "a": [track_a_starts(c, ta["starts"], seed * 7919 + k, translation=ta["translation"], rotation=ta["rotation"],
-                                 torsion=ta["torsion"]) for k, c in enumerate(complexes)],
-            "b": [track_b_starts(c, tb["starts"], seed * 7919 + 104_729 + k, offset=tb["offset"]) for k, c in enumerate(complexes)],
-        }
-        values = evaluate_docking(task.model, complexes, starts, steps=task.hparams.refine_steps, step_size=task.hparams.step_size)
+        values = evaluate_docking(task.model, complexes, benchmark_starts(complexes, ta, tb, seed), steps=task.hparams.refine_steps, step_size=task.hparams.step_size)
         metrics = {k: {"value": v, "unit": metric_unit(k)} for k, v in values.items()}
         described, size = f"complexes under {data} (track a: {ta}; track b: {tb})", len(complexes)
     elif kind == "EnergyForcesTask":
