@@ -80,8 +80,8 @@ def rotatable_bonds(mol: Chem.Mol) -> tuple[Tensor, Tensor]:
     Example:
         >>> from rdkit import Chem
         >>> bonds, moving = rotatable_bonds(Chem.MolFromSmiles("CCCC(=O)NC"))
-        >>> bonds.tolist(), moving.sum(1).tolist()
-        ([[2], [1]], [2])
+        >>> bonds.tolist(), moving.sum(1).tolist()  # C1-C2 and C2-C3; amide C-N and terminal bonds are not
+        ([[2, 3], [1, 2]], [2, 3])
     """
     n = mol.GetNumAtoms()
     neighbours = [[nb.GetIdx() for nb in a.GetNeighbors()] for a in mol.GetAtoms()]

@@ -25,7 +25,7 @@ heavy-atom RMSD to the closest crystal copy, success rate (RMSD < 2 Å, %) and m
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import zlib
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -146,15 +146,20 @@ def track_b_starts(c: DockingComplex, num: int, seed: int, *, offset: float) -> 
     return torch.stack(out)
 
 
+def _complex_seed(seed: int, name: str, track: str) -> int:
+    """A seed of its own for each complex and track: the same starts whatever else is in the folder."""
+    return zlib.crc32(f"{seed}/{track}/{name}".encode())
+
+
 def benchmark_starts(complexes: Sequence[DockingComplex], track_a: dict, track_b: dict, seed: int) -> dict[str, list[Tensor]]:
-    """The fixed starts of both tracks for each complex (seeded by ``seed`` and the complex's position):
+    """The fixed starts of both tracks for each complex (seeded by ``seed`` and the complex's name):
     ``{"a": [(S_a, L, 3), ...], "b": [(S_b, L, 3), ...]}``; ``track_a`` / ``track_b`` as in
     :class:`DockingDataModule`."""
     return {
-        "a": [track_a_starts(c, track_a["starts"], seed * 7919 + k, translation=track_a["translation"],
-                             rotation=track_a["rotation"], torsion=track_a["torsion"]) for k, c in enumerate(complexes)],
-        "b": [track_b_starts(c, track_b["starts"], seed * 7919 + 104_729 + k, offset=track_b["offset"])
-              for k, c in enumerate(complexes)],
+        "a": [track_a_starts(c, track_a["starts"], _complex_seed(seed, c.name, "a"), translation=track_a["translation"],
+                             rotation=track_a["rotation"], torsion=track_a["torsion"]) for c in complexes],
+        "b": [track_b_starts(c, track_b["starts"], _complex_seed(seed, c.name, "b"), offset=track_b["offset"])
+              for c in complexes],
     }
 
 
@@ -189,7 +194,8 @@ def refine(
 
 def _stats(rmsd: Sequence[float]) -> dict[str, float]:
     values = torch.tensor(list(rmsd), dtype=torch.float64)
-    return {"success": 100.0 * float((values < SUCCESS_RMSD).double().mean()), "median_rmsd": float(values.median())}
+    return {"success": 100.0 * float((values < SUCCESS_RMSD).double().mean()),
+            "median_rmsd": float(torch.quantile(values, 0.5))}  # the mean of the two middle values when even
 
 
 def evaluate_docking(
@@ -211,11 +217,14 @@ def evaluate_docking(
         ``start`` (no change), ``centroid`` (centroid to the pocket centre), ``model``; track
         (b) also ``b_model_oracle_success`` (best of the starts, not a result: an upper bound
         of ranking) and ``b_floor_median_rmsd`` (the matched conformer: the best rigid +
-        torsion docking of the start conformer can do).
+        torsion docking of the start conformer can do). Track (b) takes only complexes with a
+        start conformer (``b_complexes``).
     """
     rows: dict[str, list[float]] = {}
     for track in ("a", "b"):
         for c, poses in zip(complexes, starts[track]):
+            if track == "b" and not c.has_start_conf:  # redocking its own crystal geometry would flatter
+                continue
             first = poses if track == "a" else poses[:1]  # track (b) without ranking: the first start
             rows.setdefault(f"{track}_start", []).extend(symmetric_rmsd(first, c.references).tolist())
             centred = first - first.mean(1, keepdim=True) + c.pocket_centre
@@ -230,7 +239,7 @@ def evaluate_docking(
                     rows.setdefault("b_model_oracle", []).append(float(rmsd.min()))
             if track == "b":
                 rows.setdefault("b_floor", []).append(c.matched_rmsd)
-    metrics = {}
+    metrics = {"b_complexes": float(sum(c.has_start_conf for c in complexes))}
     for name, values in rows.items():
         for key, value in _stats(values).items():
             if name == "b_floor" and key == "success":
@@ -242,7 +251,8 @@ def evaluate_docking(
 
 
 def metric_unit(name: str) -> str:
-    return "%" if name.endswith("success") else "Å"
+    """Unit of a docking metric of :func:`evaluate_docking`."""
+    return "%" if name.endswith("success") else "complexes" if name.endswith("complexes") else "Å"
 
 
 # ---------------------------------------------------------------------------------- data
@@ -266,30 +276,20 @@ class _TrainingPoses(Dataset):
                                     max_translation=self.max_translation, dtype=self.dtype)
 
 
-@dataclass
-class DockingCase:
-    """One test complex (its index in the data module's test split) and its fixed starts."""
-
-    index: int
-    a: Tensor  # (S_a, L, 3) track (a) starts
-    b: Tensor  # (S_b, L, 3) track (b) starts
-
-    def to(self, device) -> "DockingCase":
-        return DockingCase(self.index, self.a.to(device), self.b.to(device))
-
-
 class _Cases(Dataset):
-    def __init__(self, starts):
-        self.starts = starts
+    """Indices of the test complexes (the test stage refines the whole split at its end)."""
+
+    def __init__(self, num: int):
+        self.num = num
 
     def __len__(self) -> int:
-        return len(self.starts["a"])
+        return self.num
 
-    def __getitem__(self, index: int) -> DockingCase:
-        return DockingCase(index, self.starts["a"][index], self.starts["b"][index])
+    def __getitem__(self, index: int) -> int:
+        return index
 
 
-def _first(items: list) -> DockingCase:
+def _first(items: list) -> int:
     return items[0]
 
 
@@ -411,7 +411,7 @@ class DockingDataModule(L.LightningDataModule):
         return DataLoader(ds, batch_size=self.batch_size, shuffle=False, collate_fn=Batch.from_data_list)
 
     def test_dataloader(self):
-        return DataLoader(_Cases(self.starts), batch_size=1, collate_fn=_first)
+        return DataLoader(_Cases(len(self.complexes["test"])), batch_size=1, collate_fn=_first)
 
 
 # ---------------------------------------------------------------------------------- task
@@ -510,7 +510,7 @@ class DockingTask(L.LightningModule):
             self.log(key, value, prog_bar=key == "val/translation_mae", sync_dist=True)
         self.history.append({"epoch": self.current_epoch, **logged})
 
-    def test_step(self, case, batch_idx):
+    def test_step(self, index, batch_idx):
         pass  # the whole test split is refined at the epoch's end
 
     def on_test_epoch_end(self) -> None:
@@ -525,15 +525,15 @@ class DockingTask(L.LightningModule):
 
     def metric_units(self) -> dict[str, str]:
         names = [f"{t}_{m}_{k}" for t in "ab" for m in ("start", "centroid", "model") for k in ("success", "median_rmsd")]
-        names += ["b_model_oracle_success", "b_floor_median_rmsd"]
+        names += ["b_model_oracle_success", "b_floor_median_rmsd", "b_complexes"]
         return {n: metric_unit(n) for n in names}
 
-    def predictions(self, case) -> dict[str, tuple[Tensor, Tensor]]:
-        """One-shot moves predicted for training-style poses of a test complex: ``{move: (true, predicted)}``."""
+    def predictions(self, index) -> dict[str, tuple[Tensor, Tensor]]:
+        """One-shot moves predicted for training-style poses of test complex ``index``: ``{move: (true, predicted)}``."""
         if self._trainer is None or not isinstance(self.trainer.datamodule, DockingDataModule):
             raise RuntimeError("DockingTask.predictions needs a trainer with a DockingDataModule")
-        c = self.trainer.datamodule.complexes["test"][case.index]
-        g = torch.Generator().manual_seed(case.index)
+        c = self.trainer.datamodule.complexes["test"][index]
+        g = torch.Generator().manual_seed(index)
         batch = Batch.from_data_list([sample_training_pose(c, g, dtype=self.model.translation_scale.dtype) for _ in range(4)])
         batch = batch.to(self.device)
         with torch.no_grad():

@@ -22,7 +22,7 @@ def parity_plot(task, loader, path: Path) -> Path:
     pairs: dict[str, list] = {}
     task.eval()
     for batch in loader:
-        batch = batch.to(task.device)
+        batch = batch.to(task.device) if hasattr(batch, "to") else batch  # docking: a complex index
         for name, (true, pred) in task.predictions(batch).items():
             pairs.setdefault(name, []).append((true.detach().double().cpu(), pred.detach().double().cpu()))
     fig, axes = plt.subplots(1, max(len(pairs), 1), figsize=(4.2 * max(len(pairs), 1), 4.0), squeeze=False)

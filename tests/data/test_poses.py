@@ -182,3 +182,12 @@ def test_match_torsions_undoes_a_torsion_change():
     angles, matched, rmsd = match_torsions(start, target, bonds, moving)
     assert rmsd < 0.05 and float((matched - target).square().sum(-1).mean().sqrt()) == pytest.approx(rmsd)
     assert angles.abs().max() <= math.pi
+
+
+def test_docstring_examples():
+    import doctest
+
+    import eqgeo.data.poses
+
+    result = doctest.testmod(eqgeo.data.poses)
+    assert result.attempted > 0 and result.failed == 0

@@ -74,7 +74,7 @@ def test_benchmark_starts_are_seeded_and_placed_as_specified():
     assert torch.equal(a1, a2) and not torch.equal(a1, track_a_starts(c, 8, 4, translation=2.0, rotation=1.0, torsion=math.pi))
     b = track_b_starts(c, 16, 0, offset=2.0)
     offsets = (b.mean(1) - c.pocket_centre).norm(dim=1)
-    assert offsets.max() <= 2.0 + 1e-9 and offsets.min() >= 0
+    assert offsets.max() <= 2.0 + 1e-9 and offsets.std() > 0.1  # spread within the ball
     # the conformer is moved rigidly: its internal distances are the start conformer's
     torch.testing.assert_close(torch.cdist(b[5], b[5]), torch.cdist(c.start, c.start), atol=1e-9, rtol=0)
 
@@ -103,11 +103,11 @@ def test_baselines_are_what_they_say():
               "b": [track_b_starts(c, 3, 0, offset=2.0)]}
     metrics = evaluate_docking(None, [c], starts)
     a_rmsd = symmetric_rmsd(starts["a"][0], c.references)
-    assert metrics["a_start_median_rmsd"] == pytest.approx(float(a_rmsd.median()))
     centred = starts["a"][0] - starts["a"][0].mean(1, keepdim=True) + c.pocket_centre
-    assert metrics["a_centroid_median_rmsd"] == pytest.approx(float(symmetric_rmsd(centred, c.references).median()))
+    assert metrics["a_centroid_median_rmsd"] == pytest.approx(float(symmetric_rmsd(centred, c.references).quantile(0.5)))
     assert metrics["a_start_success"] == pytest.approx(100.0 * float((a_rmsd < 2).double().mean()))
     assert "a_model_success" not in metrics and metrics["b_floor_median_rmsd"] == 0.0
+    assert metrics["a_start_median_rmsd"] == pytest.approx(float(a_rmsd.sort().values[1:3].mean()))  # 4 values: mean of the middle two
 
 
 def test_docking_experiment_smoke_run(tmp_path, shared_data, monkeypatch):
@@ -120,8 +120,7 @@ def test_docking_experiment_smoke_run(tmp_path, shared_data, monkeypatch):
         for method in ("start", "centroid", "model"):
             assert saved["test"][f"{track}_{method}_success"]["unit"] == "%"
             assert saved["test"][f"{track}_{method}_median_rmsd"]["unit"] == "Å"
-    # refinement starts must be far enough that doing nothing fails (median >= 3 Å)
-    assert metrics["test"]["a_start_median_rmsd"]["value"] >= 3.0
+    assert metrics["test"]["a_start_median_rmsd"]["value"] > 1.0 and metrics["test"]["b_complexes"]["value"] == 2
     for figure in ("parity.png", "learning_curves.png"):
         assert (tmp_path / "run" / figure).read_bytes()[:4] == b"\x89PNG"
     checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", weights_only=True)
@@ -141,3 +140,64 @@ def test_duplicates_are_excluded_from_extra_training_folders_only(tmp_path, shar
     excluded = {e.source.rsplit("/", 1)[-1] for e in dm.report.errors if "excluded" in e.reason}
     assert excluded == {"1ia1", "1of6", "1s3v", "1uou"}  # their posebusters copies never train
     assert dm.sizes() == {"train": 5, "val": 1, "test": 2}
+
+
+def test_refinement_starts_are_far_enough_on_the_whole_astex_set(shared_data):
+    """Track (a) as configured: over all Astex complexes the median start RMSD is at least 3 Å (doing
+    nothing fails), and moving the centroid alone does not solve it."""
+    from eqgeo.data.poses import _heavy
+    from eqgeo.training.docking import TRACK_A, benchmark_starts, TRACK_B
+
+    root = shared_data / "complexes" / "posebusters_paper_data" / "astex_diverse_set"
+    complexes = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        crystal = _heavy(Chem.MolFromMolFile(str(folder / f"{folder.name}_ligand.sdf")))
+        copies = list(Chem.SDMolSupplier(str(folder / f"{folder.name}_ligands.sdf")))
+        pos = torch.tensor(crystal.GetConformer().GetPositions(), dtype=torch.float64)
+        bonds, moving = rotatable_bonds(crystal)
+        empty = torch.zeros(0, 3, dtype=torch.float64)
+        complexes.append(DockingComplex(folder.name, torch.zeros(len(pos), dtype=torch.long), pos, pos, pos, 0.0, bonds,
+                                        moving, symmetry_references(crystal, copies), torch.zeros(0, dtype=torch.long),
+                                        empty, pos.mean(0), True))
+    assert len(complexes) >= 60
+    metrics = evaluate_docking(None, complexes, benchmark_starts(complexes, TRACK_A, TRACK_B, seed=0))
+    assert metrics["a_start_median_rmsd"] >= 3.0 and metrics["a_start_success"] < 15.0
+    assert metrics["a_centroid_success"] < 80.0
+
+
+def test_extra_copies_of_held_out_complexes_never_train(tmp_path, shared_data):
+    """An extra training folder holding a validation/test complex (same PDB entry) is left out and reported."""
+    import shutil
+
+    from eqgeo.training.docking import DockingDataModule
+
+    astex = shared_data / "complexes" / "posebusters_paper_data" / "astex_diverse_set"
+    kwargs = dict(root=str(astex), num_complexes=6, num_val=1, num_test=2, cache_dir=str(tmp_path / "cache"))
+    first = DockingDataModule(**kwargs)
+    first.setup("fit")
+    held_out = first.complexes["test"][0].name
+    extra = tmp_path / "extra"
+    shutil.copytree(astex / held_out, extra / held_out)
+    shutil.copytree(astex / "2BR1_PFP", extra / "2BR1_PFP")  # not in the first 6: may train
+    dm = DockingDataModule(**kwargs, extra_roots=[str(extra)])
+    dm.setup("fit")
+    train_names = [c.name for c in dm.complexes["train"]]
+    assert "2BR1_PFP" in train_names and train_names.count(held_out) == 0
+    assert any(held_out in e.source and "held-out" in e.reason for e in dm.report.errors)
+
+
+def test_docking_run_lists_skipped_inputs(tmp_path, shared_data, monkeypatch):
+    """An unreadable complex is left out of the run and named in metrics.json."""
+    import shutil
+
+    astex = shared_data / "complexes" / "posebusters_paper_data" / "astex_diverse_set"
+    root = tmp_path / "complexes"
+    for folder in sorted(p for p in astex.iterdir() if p.is_dir())[:7]:
+        shutil.copytree(folder, root / folder.name)
+    broken = sorted(root.iterdir())[0]
+    (broken / f"{broken.name}_ligand.sdf").write_text("not a molecule\n")
+    cfg = _cfg(TINY + TINY_DOCKING + [f"data.root={root}", "data.num_complexes=null", "data.num_test=1",
+                                      f"data.cache_dir={tmp_path / 'cache'}"], tmp_path / "run")
+    metrics = train(cfg)
+    assert metrics["data"]["train"] + metrics["data"]["val"] + metrics["data"]["test"] == 6
+    assert [e["source"] for e in metrics["skipped"] if broken.name in e["source"]]
