@@ -119,16 +119,13 @@ class EqgeoCalculator(Calculator):
         ``EMAWeightAveraging``, which writes the averaged weights as the checkpoint's
         ``state_dict`` and the optimiser's own as ``current_model_state``. Validation (and so
         the choice of ``best.ckpt``) runs on the averaged weights, so ``weights="ema"`` (the
-        default) loads those; ``weights="raw"`` loads the optimiser's (without EMA both are the
-        ``state_dict``). Note that Lightning's test loop reloads ``current_model_state`` when it
-        restores a checkpoint with the EMA callback attached, so the test metrics that
-        ``eqgeo-train`` writes to ``metrics.json`` are those of the ``"raw"`` weights.
+        default) loads those, as do the test metrics ``eqgeo-train`` writes to ``metrics.json``;
+        ``weights="raw"`` loads the optimiser's (without EMA both are the ``state_dict``).
 
         Buffers (species table, energy shifts and scales, ``avg_num_neighbors``) are constants
-        of the training data, never trained, and are taken from the raw state: Lightning's
-        averaging averages buffers too, and integer ones go through float32 arithmetic and are
-        truncated on the way back (with ``ema_decay=0.9`` carbon's atomic number 6 is stored as 5
-        in the averaged ``state_dict``).
+        of the training data, never trained, and are taken from the raw state. ``eqgeo-train``
+        averages no buffers; checkpoints written before it did so have truncated integer buffers
+        in the averaged ``state_dict`` (with ``ema_decay=0.9`` carbon's 6 stored as 5).
 
         Args:
             path: a ``.ckpt`` file (``<run dir>/checkpoints/best.ckpt`` or ``last.ckpt``).

@@ -240,7 +240,8 @@ def test_from_checkpoint_round_trip(md17_run):
 
 
 def test_checkpoint_metrics_are_reproduced(md17_run):
-    """metrics.json's test force MAE is the MAE of one of the checkpoint's weight sets on the test frames."""
+    """metrics.json's test force MAE is the MAE of the checkpoint's EMA weights (what validation chose) on
+    the test frames, not of the raw ones."""
     from ase.io import read
 
     metrics = json.loads((md17_run / "metrics.json").read_text())
@@ -251,7 +252,8 @@ def test_checkpoint_metrics_are_reproduced(md17_run):
         errors = [np.abs(calc.get_forces(f.copy()) - f.get_forces()) for f in frames]
         maes.append(1000 * np.concatenate(errors).mean())
     reported = metrics["test"]["forces_mae"]["value"]
-    assert min(abs(mae - reported) for mae in maes) < 1e-4 * reported, (maes, reported)
+    assert abs(maes[0] - reported) < 1e-4 * reported, (maes, reported)
+    assert abs(maes[1] - reported) > 1e-3 * reported  # the raw weights give another number
 
 
 def test_checkpoint_errors(tmp_path, md17_run):

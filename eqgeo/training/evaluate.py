@@ -1,9 +1,10 @@
 """``eqgeo-evaluate``: judge a trained checkpoint on data it never saw; writes ``metrics.json``.
 
     eqgeo-evaluate runs/.../checkpoints/best.ckpt ../shared/data/md17/botnet_ethanol/test_MD.xyz --energy-unit eV
-    eqgeo-evaluate runs/.../checkpoints/best.ckpt qm9 --limit 5000      # molecules of the qm9pack wheel
+    eqgeo-evaluate runs/.../checkpoints/best.ckpt qm9 --limit 5000      # wheel molecules the run never saw
     eqgeo-evaluate runs/.../checkpoints/best.ckpt qm9:test              # the run's own QM9 test split
     eqgeo-evaluate runs/.../checkpoints/best.ckpt path/to/complexes/    # docking, both tracks
+    eqgeo-evaluate runs/.../checkpoints/best.ckpt docking:test          # the run's own docking test split
 
 The task is read from the checkpoint (loaded with ``weights_only=True``): a property model
 takes QM9 (``qm9``, ``qm9:test`` or a folder of QM9 files), a potential takes an extended-XYZ
@@ -64,25 +65,83 @@ def _regression_metrics(task, loader) -> dict[str, dict]:
     return out
 
 
-def _qm9(task, data: str, checkpoint: Path, limit: Optional[int], seed: int):
+def _known_elements(dataset, species, source: str):
+    """The molecules made of elements the model was trained on, and a report of the others (never dropped
+    silently: a model cannot predict for an element it has no embedding of)."""
+    from ..data import keys as K
+
+    known = torch.tensor(sorted(species))
+    keep, unknown = [], {}
+    for i, g in enumerate(dataset):
+        missing = tuple(sorted(set(g[K.ATOMIC_NUMBER].tolist()) - set(known.tolist())))
+        if missing:
+            unknown[missing] = unknown.get(missing, 0) + 1
+        else:
+            keep.append(i)
+    report = [{"source": source, "record": None, "reason": f"{n} molecules with elements {list(z)} the model was not trained on "
+               f"(its species: {known.tolist()})"} for z, n in sorted(unknown.items())]
+    return (dataset if not unknown else dataset.index_select(keep)), report
+
+
+def _run_config(checkpoint: Path) -> Optional[dict]:
+    """The resolved config of the run a checkpoint belongs to (``<run>/config.yaml``), if it is there."""
+    path = checkpoint.parent.parent / "config.yaml"
+    if not path.is_file():
+        return None
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+def _qm9(data: str, checkpoint: Path, limit: Optional[int], seed: int):
+    """QM9 molecules the run never saw (``qm9``), the run's own test split (``qm9:test``), or a folder."""
     from ..datasets import QM9
+    from .datamodules import QM9DataModule
 
+    config = _run_config(checkpoint)
+    run_data = (config or {}).get("data", {})
     if data == "qm9:test":
-        from omegaconf import OmegaConf
-
-        config = checkpoint.parent.parent / "config.yaml"
-        if not config.is_file():
-            raise FileNotFoundError(f"qm9:test needs the run's config {config} (next to checkpoints/) to rebuild its split")
-        from .datamodules import QM9DataModule
-
-        cfg = OmegaConf.to_container(OmegaConf.load(config).data)
-        cfg.pop("_target_", None)
-        dm = QM9DataModule(**cfg)
+        if config is None:
+            raise FileNotFoundError(f"qm9:test needs the run's config.yaml next to {checkpoint.parent} to rebuild its split")
+        dm = QM9DataModule(**{k: v for k, v in run_data.items() if k != "_target_"})
         dm.setup("test")
         return dm.splits["test"], "the run's QM9 test split"
-    source = None if data == "qm9" else data
-    dataset = QM9(source=source, subset=limit, subset_seed=seed)
-    return dataset, f"QM9 ({source or 'qm9pack wheel'}{f', {limit} molecules drawn with seed {seed}' if limit else ''})"
+    if data != "qm9":  # another QM9 folder: its molecules are the user's choice
+        dataset = QM9(source=data, subset=limit, subset_seed=seed)
+        return dataset, f"QM9 files under {data}{f', {limit} molecules drawn with seed {seed}' if limit else ''}"
+    if config is None:
+        raise FileNotFoundError(
+            f"'qm9' evaluates on molecules the run never saw, which needs the run's config.yaml next to "
+            f"{checkpoint.parent}; use qm9:test, or a QM9 folder of your own"
+        )
+    if not str(run_data.get("_target_", "")).endswith("QM9DataModule") or run_data.get("source") is not None:
+        dataset = QM9(subset=limit, subset_seed=seed)  # the run did not train on the wheel's molecules
+        return dataset, f"QM9 (qm9pack wheel{f', {limit} molecules drawn with seed {seed}' if limit else ''})"
+    if run_data.get("subset") is None:
+        raise ValueError("the run drew its splits from every QM9 molecule, so none is unseen: use qm9:test")
+    # The run's molecules are the first `subset` of a permutation seeded by its seed; the rest never took part.
+    full = QM9()
+    perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(int(run_data["seed"])))
+    unseen = perm[int(run_data["subset"]):]
+    if limit is not None:
+        unseen = unseen[torch.randperm(len(unseen), generator=torch.Generator().manual_seed(seed))[:limit]]
+    return full.index_select(unseen.sort().values), (
+        f"QM9 (qm9pack wheel): {len(unseen)} molecules outside the run's {run_data['subset']} (train, val and test)"
+    )
+
+
+def _docking_settings(checkpoint: Path, seed: Optional[int]) -> dict:
+    """Pocket radius, tracks and seed of the run (its config.yaml), else the defaults."""
+    from .docking import TRACK_A, TRACK_B
+
+    run_data = (_run_config(checkpoint) or {}).get("data", {})
+    return {
+        "pocket_radius": float(run_data.get("pocket_radius", 10.0)),
+        "track_a": {**TRACK_A, **run_data.get("track_a", {})},
+        "track_b": {**TRACK_B, **run_data.get("track_b", {})},
+        "seed": int(run_data.get("seed", 0)) if seed is None else seed,
+        "from_run_config": bool(run_data),
+    }
 
 
 def evaluate(
@@ -93,10 +152,8 @@ def evaluate(
     energy_unit: Optional[str] = None,
     limit: Optional[int] = None,
     batch_size: int = 16,
-    seed: int = 0,
+    seed: Optional[int] = None,
     device: str = "cpu",
-    track_a: Optional[dict] = None,
-    track_b: Optional[dict] = None,
 ) -> dict:
     """Evaluate ``checkpoint`` on ``data`` and write ``output/metrics.json``; returns its contents."""
     start = time.time()
@@ -106,16 +163,28 @@ def evaluate(
     report = []
     if kind == "DockingTask":
         from ..datasets.docking import load_docking_complexes
-        from .docking import TRACK_A, TRACK_B, benchmark_starts, evaluate_docking, metric_unit
+        from .docking import benchmark_starts, evaluate_docking, metric_unit
 
-        if not Path(data).is_dir():
-            raise FileNotFoundError(f"a docking checkpoint is evaluated on a folder of complex folders; {data} is not a folder")
-        ta, tb = {**TRACK_A, **(track_a or {})}, {**TRACK_B, **(track_b or {})}
-        complexes, skipped = load_docking_complexes(data, skip_invalid=True, exclude=())
-        report = [e.to_dict() for e in skipped.errors]
-        values = evaluate_docking(task.model, complexes, benchmark_starts(complexes, ta, tb, seed), steps=task.hparams.refine_steps, step_size=task.hparams.step_size)
+        settings = _docking_settings(checkpoint, seed)
+        if data == "docking:test":  # the run's own test split, rebuilt from its config
+            from .docking import DockingDataModule
+
+            run_data = (_run_config(checkpoint) or {}).get("data")
+            if run_data is None:
+                raise FileNotFoundError(f"docking:test needs the run's config.yaml next to {checkpoint.parent}")
+            dm = DockingDataModule(**{k: v for k, v in run_data.items() if k != "_target_"})
+            dm.setup("test")
+            complexes, starts, report = dm.complexes["test"], dm.starts, [e.to_dict() for e in dm.report.errors]
+        else:
+            if not Path(data).is_dir():
+                raise FileNotFoundError(f"a docking checkpoint is evaluated on a folder of complex folders (or docking:test); "
+                                        f"{data} is not a folder")
+            complexes, skipped = load_docking_complexes(data, skip_invalid=True, pocket_radius=settings["pocket_radius"])
+            report = [e.to_dict() for e in skipped.errors]
+            starts = benchmark_starts(complexes, settings["track_a"], settings["track_b"], settings["seed"])
+        values = evaluate_docking(task.model, complexes, starts, steps=task.hparams.refine_steps, step_size=task.hparams.step_size)
         metrics = {k: {"value": v, "unit": metric_unit(k)} for k, v in values.items()}
-        described, size = f"complexes under {data} (track a: {ta}; track b: {tb})", len(complexes)
+        described, size = f"complexes under {data} ({settings})", len(complexes)
     elif kind == "EnergyForcesTask":
         from ..datasets import MD17
 
@@ -130,7 +199,8 @@ def evaluate(
     else:
         if not (data.startswith("qm9") or Path(data).exists()):
             raise FileNotFoundError(f"a property model is evaluated on 'qm9', 'qm9:test' or a folder of QM9 files; got {data}")
-        dataset, described = _qm9(task, data, checkpoint, limit, seed)
+        dataset, described = _qm9(data, checkpoint, limit, 0 if seed is None else seed)
+        dataset, report = _known_elements(dataset, task.hparams.model["species"], data)
         with torch.no_grad():
             metrics = _regression_metrics(task, DataLoader(dataset, batch_size=batch_size))
         size = len(dataset)
@@ -153,12 +223,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="eqgeo-evaluate", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="a checkpoint written by eqgeo-train (checkpoints/best.ckpt)")
-    parser.add_argument("data", help="qm9 | qm9:test | QM9 folder | .xyz/.npz file | folder of complex folders")
+    parser.add_argument("data", help="qm9 | qm9:test | QM9 folder | .xyz/.npz file | folder of complex folders | docking:test")
     parser.add_argument("--output", default=None, help="folder for metrics.json (default: eval-<data name>)")
     parser.add_argument("--energy-unit", default=None, help="energy unit of an XYZ file (eV, kcal/mol, ...)")
     parser.add_argument("--limit", type=int, default=None, help="QM9: evaluate this many molecules (seeded draw)")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=0, help="QM9 draw and docking starts")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="QM9 draw (default 0); docking starts (default: the run's seed)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     name = Path(args.data.rstrip("/")).stem.replace(":", "-") or "data"

@@ -187,6 +187,9 @@ def train(cfg: DictConfig) -> dict:
             raise error.__cause__ from None
         raise
     dm.setup("fit")
+    skipped = [e.to_dict() for e in getattr(getattr(dm, "report", None), "errors", [])]
+    if skipped:
+        log.warning("%d input folders/files left out (listed in metrics.json under 'skipped'):\n%s", len(skipped), dm.report)
     task = _build_task(cfg, dm)
 
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
@@ -243,6 +246,7 @@ def train(cfg: DictConfig) -> dict:
         "figures": figures,
         "test": {name: {"value": value, "unit": units[name]} for name, value in sorted(test.items())},
         "validation_history": task.history,
+        "skipped": skipped,  # inputs the data module left out, each with its reason
     }
     if is_global_zero:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))

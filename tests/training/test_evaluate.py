@@ -37,11 +37,29 @@ def test_cli_on_unseen_qm9_molecules(qm9_run, tmp_path):
         [sys.executable, "-m", "eqgeo.training.evaluate", str(run / "checkpoints" / "best.ckpt"), "qm9", "--limit", "40",
          "--seed", "3", "--output", str(tmp_path / "eval")], capture_output=True, text=True, check=True,
     )
-    assert "PropertyTask on 40 items" in out.stdout and "gap_mae" in out.stdout
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert saved["data"]["size"] == 40 and saved["test"]["gap_mae"]["value"] > 0
+    left_out = sum(int(e["reason"].split()[0]) for e in saved["skipped"])  # elements the tiny run never saw (F)
+    assert f"PropertyTask on {40 - left_out} items" in out.stdout and "gap_mae" in out.stdout
+    assert saved["data"]["size"] == 40 - left_out > 0 and saved["test"]["gap_mae"]["value"] > 0
 
 
+def test_qm9_molecules_are_outside_the_runs_draw(qm9_run):
+    """'qm9' never hands back a molecule of the run's train, validation or test split."""
+    from eqgeo.data import keys as K
+    from eqgeo.training import QM9DataModule
+    from eqgeo.training.evaluate import _qm9
+
+    run, _ = qm9_run
+    dm = QM9DataModule(subset=60, num_train=30, num_val=10, num_test=10, batch_size=10)  # TINY_QM9
+    dm.setup("fit")
+    seen = {g[K.NAME] for split in dm.splits.values() for g in split}
+    draw = QM9DataModule(subset=60, num_train=30, num_val=10, num_test=20)  # every molecule of the run's draw
+    draw.setup("fit")
+    every = {g[K.NAME] for split in draw.splits.values() for g in split}
+    dataset, described = _qm9("qm9", run / "checkpoints" / "best.ckpt", limit=3000, seed=0)
+    names = {g[K.NAME] for g in dataset}
+    assert len(names) == 3000 and len(every) == 60 and seen <= every
+    assert not names & every and "outside the run's 60" in described
 def test_clear_errors(qm9_run, tmp_path, capsys):
     run, _ = qm9_run
     ckpt = run / "checkpoints" / "best.ckpt"
