@@ -25,7 +25,7 @@ def report(run_dir: Path, note: str = "") -> str:
     if metrics.get("task") != "DockingTask":
         raise SystemExit(f"{run_dir}/metrics.json is not a docking run (task {metrics.get('task')!r})")
     test = {k: v["value"] for k, v in metrics["test"].items()}
-    lines = [f"# Docking on the Astex Diverse Set: {run_dir.name}", ""]
+    lines = [f"# Docking: {run_dir.name}", ""]
     if note:
         lines += [note, ""]
     data = metrics["data"]
@@ -34,7 +34,7 @@ def report(run_dir: Path, note: str = "") -> str:
         "(split by complex)",
         f"- model: {metrics.get('model', {}).get('class', 'DockingModel')}, {metrics.get('model', {}).get('parameters', '?')} weights; "
         f"{metrics.get('epochs', '?')} epochs; wall time {metrics.get('wall_time_s', '?')} s",
-        f"- machine: {platform.machine()} CPU, {torch.get_num_threads()} threads visible to torch, no GPU; torch {torch.__version__}",
+        f"- report made with torch {torch.__version__} on {platform.machine()} (the run's own machine is in the note above)",
         "",
     ]
     for track, title in (("a", "Track (a): pose refinement (each perturbed start is one trial)"),
