@@ -11,7 +11,8 @@ Each complex folder (PoseBusters/Astex layout, or PDBbind-like; see
   its heavy atoms put in the crystal ligand's atom order, and the same conformer with its
   torsions matched to the crystal pose (:func:`eqgeo.data.poses.match_torsions`): the best pose
   a rigid + torsion docking of that conformer can reach;
-* the protein pocket: heavy atoms within ``pocket_radius`` of the crystal ligand (cropped at
+* the protein pocket: heavy atoms within ``pocket_radius`` of the crystal ligand, or of a sphere
+  about its centroid (``pocket_shape``) (cropped at
   load time; the files are never edited), and the pocket centre, the crystal ligand's centroid,
   which is how a docking program such as Vina is given the site (the centre of its box).
 
@@ -94,7 +95,21 @@ def _read_copies(path: Path) -> list[Chem.Mol]:
     return mols
 
 
-def _complex(files: ComplexFiles, pocket_radius: float) -> DockingComplex:
+POCKET_SHAPES = ("ligand", "sphere")
+
+
+def _crop(protein, crystal: Tensor, radius: float, shape: str):
+    """Protein atoms within ``radius`` of any crystal ligand atom (``"ligand"``: the crop follows the
+    ligand's shape), or within ``radius`` plus the ligand's radius of its centroid (``"sphere"``: only
+    the site's centre and size are used, as a docking box)."""
+    if shape == "ligand":
+        return select_pocket(protein, crystal, radius)
+    centre = crystal.mean(0, keepdim=True)
+    extent = float((crystal - centre).norm(dim=1).max())
+    return select_pocket(protein, centre, radius + extent)
+
+
+def _complex(files: ComplexFiles, pocket_radius: float, pocket_shape: str = "ligand") -> DockingComplex:
     ligand_path = next((p for p in files.ligands if p.suffix == ".sdf"), None)
     if ligand_path is None:
         raise InvalidInputError(files.protein.parent, "docking needs the crystal ligand as .sdf (<id>_ligand.sdf)")
@@ -113,7 +128,7 @@ def _complex(files: ComplexFiles, pocket_radius: float) -> DockingComplex:
         start, matched, matched_rmsd = crystal.clone(), crystal.clone(), 0.0
     protein = read_pdb(files.protein, dtype=torch.float64)
     protein, _ = remove_ligand_copies(protein, crystal)
-    pocket = select_pocket(protein, crystal, pocket_radius)
+    pocket = _crop(protein, crystal, pocket_radius, pocket_shape)
     if pocket.num_nodes == 0:
         raise InvalidInputError(files.protein, f"no protein atom within {pocket_radius} Å of the ligand {ligand_path.name}")
     return DockingComplex(
@@ -130,6 +145,7 @@ def load_docking_complexes(
     ids: Optional[Sequence[str]] = None,
     exclude: Sequence[str] = (),
     pocket_radius: float = 10.0,
+    pocket_shape: str = "ligand",
     skip_invalid: bool = False,
     cache_dir: str | Path | None = None,
 ) -> tuple[list[DockingComplex], SkipReport]:
@@ -141,6 +157,10 @@ def load_docking_complexes(
         exclude: PDB ids (case-insensitive, e.g. ``1ia1``) to leave out, e.g. duplicates of a
             test set; they are named in the returned report, never dropped silently.
         pocket_radius: protein heavy atoms within this distance (Å) of the crystal ligand.
+        pocket_shape: ``"ligand"`` (within ``pocket_radius`` of any crystal ligand atom: the crop
+            follows the ligand's shape, as PDBbind pockets do) or ``"sphere"`` (within
+            ``pocket_radius`` plus the ligand's radius of its centroid: the site's centre and size
+            only, as a docking box).
         skip_invalid: skip complexes whose files are invalid (listed in the report) instead
             of raising.
         cache_dir: default ``<eqgeo cache>/docking``.
@@ -161,7 +181,12 @@ def load_docking_complexes(
     if not kept:
         return [], report
     sources = [p for f in kept for p in (f.protein, *f.ligands, f.start_conf, f.all_copies) if p is not None]
-    key = fingerprint(sources, {"pocket_radius": pocket_radius, "v": _CACHE_VERSION, "skip": skip_invalid})
+    if pocket_shape not in POCKET_SHAPES:
+        raise ValueError(f"pocket_shape must be one of {POCKET_SHAPES}, got {pocket_shape!r}")
+    options = {"pocket_radius": pocket_radius, "v": _CACHE_VERSION, "skip": skip_invalid}
+    if pocket_shape != "ligand":  # the key of existing "ligand" caches stays as it was
+        options["pocket_shape"] = pocket_shape
+    key = fingerprint(sources, options)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_root() / "docking"
     path = cache / f"complexes-{key}.pt"
     if path.is_file():
@@ -171,7 +196,7 @@ def load_docking_complexes(
         return [DockingComplex.from_dict(d) for d in saved["complexes"]], report
     complexes, skipped = [], SkipReport()
     for files in kept:
-        record = skipped.guard(lambda: _complex(files, pocket_radius), skip_invalid)
+        record = skipped.guard(lambda: _complex(files, pocket_radius, pocket_shape), skip_invalid)
         if record is not None:
             complexes.append(record)
     cache.mkdir(parents=True, exist_ok=True)

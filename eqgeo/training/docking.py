@@ -304,7 +304,8 @@ class DockingDataModule(L.LightningDataModule):
             whose PDB id is a validation or test complex are left out too. Both are listed in
             :attr:`report`.
         num_val, num_test: complexes held out (seeded split); the rest of ``root`` trains.
-        pocket_radius: pocket crop, Å.
+        pocket_radius, pocket_shape: pocket crop (Å; ``"ligand"`` or ``"sphere"``, see
+            :func:`eqgeo.datasets.load_docking_complexes`).
         poses_per_complex: training poses per complex per epoch; val_poses: fixed poses per
             validation complex.
         max_translation: largest translation spread of training poses, Å.
@@ -321,6 +322,7 @@ class DockingDataModule(L.LightningDataModule):
         num_val: int = 8,
         num_test: int = 12,
         pocket_radius: float = 10.0,
+        pocket_shape: str = "ligand",
         poses_per_complex: int = 4,
         val_poses: int = 4,
         max_translation: float = 3.0,
@@ -336,6 +338,7 @@ class DockingDataModule(L.LightningDataModule):
         self.root, self.extra_roots, self.exclude = root, list(extra_roots), [e.lower() for e in exclude]
         self.num_val, self.num_test, self.num_complexes = int(num_val), int(num_test), num_complexes
         self.pocket_radius, self.poses_per_complex, self.val_poses = pocket_radius, poses_per_complex, val_poses
+        self.pocket_shape = pocket_shape
         self.max_translation = float(max_translation)
         self.track_a = {**TRACK_A, **(track_a or {})}
         self.track_b = {**TRACK_B, **(track_b or {})}
@@ -350,6 +353,7 @@ class DockingDataModule(L.LightningDataModule):
             raise FileNotFoundError(f"complex folder {root} does not exist; set data.root=<folder of complex folders>")
         ids = None if first is None else sorted(p.name for p in Path(root).iterdir() if p.is_dir())[: int(first)]
         complexes, report = load_docking_complexes(root, ids=ids, exclude=exclude, pocket_radius=self.pocket_radius,
+                                                   pocket_shape=self.pocket_shape,
                                                    skip_invalid=True, cache_dir=self.cache_dir)
         self.report.extend(report)
         return complexes

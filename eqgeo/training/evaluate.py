@@ -131,12 +131,13 @@ def _qm9(data: str, checkpoint: Path, limit: Optional[int], seed: int):
 
 
 def _docking_settings(checkpoint: Path, seed: Optional[int]) -> dict:
-    """Pocket radius, tracks and seed of the run (its config.yaml), else the defaults."""
+    """Pocket crop, tracks and seed of the run (its config.yaml), else the defaults."""
     from .docking import TRACK_A, TRACK_B
 
     run_data = (_run_config(checkpoint) or {}).get("data", {})
     return {
         "pocket_radius": float(run_data.get("pocket_radius", 10.0)),
+        "pocket_shape": run_data.get("pocket_shape", "ligand"),
         "track_a": {**TRACK_A, **run_data.get("track_a", {})},
         "track_b": {**TRACK_B, **run_data.get("track_b", {})},
         "seed": int(run_data.get("seed", 0)) if seed is None else seed,
@@ -179,7 +180,8 @@ def evaluate(
             if not Path(data).is_dir():
                 raise FileNotFoundError(f"a docking checkpoint is evaluated on a folder of complex folders (or docking:test); "
                                         f"{data} is not a folder")
-            complexes, skipped = load_docking_complexes(data, skip_invalid=True, pocket_radius=settings["pocket_radius"])
+            complexes, skipped = load_docking_complexes(data, skip_invalid=True, pocket_radius=settings["pocket_radius"],
+                                                        pocket_shape=settings["pocket_shape"])
             report = [e.to_dict() for e in skipped.errors]
             starts = benchmark_starts(complexes, settings["track_a"], settings["track_b"], settings["seed"])
         values = evaluate_docking(task.model, complexes, starts, steps=task.hparams.refine_steps, step_size=task.hparams.step_size)

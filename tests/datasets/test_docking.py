@@ -73,3 +73,16 @@ def test_excluded_and_invalid_complexes_are_reported(astex, tmp_path):
 def test_missing_folder_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         load_docking_complexes(tmp_path / "nowhere", cache_dir=tmp_path)
+
+
+def test_sphere_pocket_uses_only_the_site_centre_and_size(astex, tmp_path):
+    (shaped,), _ = load_docking_complexes(astex, ids=IDS[:1], pocket_radius=6.0, cache_dir=tmp_path)
+    (sphere,), _ = load_docking_complexes(astex, ids=IDS[:1], pocket_radius=6.0, pocket_shape="sphere", cache_dir=tmp_path)
+    extent = float((sphere.crystal - sphere.pocket_centre).norm(dim=1).max())
+    d_centre = (sphere.pocket_pos - sphere.pocket_centre).norm(dim=1)
+    assert d_centre.max() < 6.0 + extent
+    # the sphere holds atoms farther than 6 Å from every ligand atom: its edge does not follow the ligand
+    assert (torch.cdist(sphere.pocket_pos, sphere.crystal).min(1).values > 6.0).any()
+    assert sphere.pocket_z.numel() > shaped.pocket_z.numel()
+    with pytest.raises(ValueError, match="pocket_shape"):
+        load_docking_complexes(astex, ids=IDS[:1], pocket_shape="cube", cache_dir=tmp_path)
