@@ -40,6 +40,7 @@ from ..data.errors import InvalidInputError, SkipReport
 from ..data.poses import move_pose, perturb_pose, random_rotation_vector, rigid_move, symmetric_rmsd
 from ..datasets.docking import DockingComplex, load_docking_complexes, pdb_id
 from ..models import DOCKING_SPECIES, DockingModel
+from .tasks import adam_with_plateau
 
 __all__ = [
     "pose_graph",
@@ -458,9 +459,7 @@ class DockingTask(L.LightningModule):
         self._test_starts: Optional[dict] = None
 
     def configure_optimizers(self):
-        opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=self.hparams.lr_factor, patience=self.hparams.lr_patience)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss"}}
+        return adam_with_plateau(self)
 
     def forward(self, batch):
         return self.model(batch)

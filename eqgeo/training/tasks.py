@@ -27,6 +27,15 @@ def display_unit(unit: str) -> tuple[str, float]:
     return _DISPLAY.get(unit, (unit, 1.0))
 
 
+def adam_with_plateau(task: L.LightningModule) -> dict:
+    """Adam, and ReduceLROnPlateau on ``val/loss``, from the task's ``lr``, ``weight_decay``,
+    ``lr_factor`` and ``lr_patience`` hyperparameters (every eqgeo task trains this way)."""
+    hp = task.hparams
+    opt = torch.optim.Adam(task.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=hp.lr_factor, patience=hp.lr_patience)
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss"}}
+
+
 class _Sums:
     """Sums of absolute and squared errors over an epoch, per metric (exact, not batch-averaged), and
     of the loss weighted by graphs. Under DDP each process sums its own shard; :meth:`total` adds the
@@ -76,11 +85,7 @@ class _Task(L.LightningModule):
         self.history: list[dict] = []
 
     def configure_optimizers(self):
-        opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt, factor=self.hparams.lr_factor, patience=self.hparams.lr_patience
-        )
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss"}}
+        return adam_with_plateau(self)
 
     def forward(self, batch):
         return self.model(batch)
