@@ -116,6 +116,60 @@ def _num_nodes(args, specs) -> int | None:
     return n
 
 
+def _output_errors(
+    func: Callable,
+    args_in: Sequence,
+    irreps_in: Sequence | None,
+    irreps_out: Sequence | Any,
+    *,
+    ntrials: int,
+    do_parity: bool,
+    do_translation: bool,
+    do_permutation: bool,
+    generator: torch.Generator | None,
+) -> tuple[list, dict[str, list[float]]]:
+    """The outputs of ``func(*args_in)`` and, per transformation, the error of each output."""
+    args_in = list(args_in)
+    specs_in = [None] * len(args_in) if irreps_in is None else _as_list(irreps_in)
+    if len(specs_in) != len(args_in):
+        raise ValueError(f"{len(args_in)} arguments but {len(specs_in)} irreps_in specs")
+    kinds_in = [_parse(s) for s in specs_in]
+    n_nodes = _num_nodes(args_in, specs_in)
+    has_points = any(k == "points" for k, _, _ in kinds_in)
+
+    outs = _as_list(func(*args_in))
+    specs_out = _as_list(irreps_out)
+    if len(specs_out) != len(outs):
+        raise ValueError(f"func returned {len(outs)} outputs but {len(specs_out)} irreps_out specs were given")
+
+    errors: dict[str, list[float]] = {}
+    for _ in range(ntrials):
+        R = rand_matrix(dtype=torch.float64, generator=generator)
+        trials = {"rotation": _Transform(R=R)}
+        if do_parity:
+            trials["reflection"] = _Transform(R=-R)
+        if do_translation and has_points:
+            trials["translation"] = _Transform(t=torch.randn(3, dtype=torch.float64, generator=generator))
+        if do_permutation and n_nodes is not None:
+            perm = torch.randperm(n_nodes, generator=generator)
+            inv = torch.empty_like(perm)
+            inv[perm] = torch.arange(n_nodes)
+            trials["permutation"] = _Transform(perm=perm, inv=inv)
+        for name, t in trials.items():
+            moved_in = [_apply(t, a, s) for a, s in zip(args_in, specs_in)]
+            out_of_moved = _as_list(func(*moved_in))
+            moved_out = [_apply(t, o, s) for o, s in zip(outs, specs_out)]
+            per_output = errors.setdefault(name, [0.0] * len(outs))
+            for k, (a, b) in enumerate(zip(out_of_moved, moved_out)):
+                if isinstance(a, torch.Tensor):
+                    if a.shape != b.shape:
+                        raise ValueError(f"output {k} changed shape under {name}: {tuple(a.shape)} vs {tuple(b.shape)}")
+                    if a.numel():
+                        err = (a.detach().to(torch.float64) - b.detach().to(torch.float64)).abs().max().item()
+                        per_output[k] = max(per_output[k], err)
+    return outs, errors
+
+
 def equivariance_error(
     func: Callable,
     args_in: Sequence,
@@ -144,48 +198,14 @@ def equivariance_error(
 
     Returns:
         ``{"rotation": e, "reflection": e, "translation": e, "permutation": e}`` (the keys
-        that apply), each the max over outputs and trials of ``max |f(g x) - g f(x)|`` in float64.
+        that apply), each the max over outputs and trials of ``max |f(g x) - g f(x)|`` in float64
+        (absolute: :func:`assert_equivariant` judges each output against its own size).
     """
-    args_in = list(args_in)
-    specs_in = [None] * len(args_in) if irreps_in is None else _as_list(irreps_in)
-    if len(specs_in) != len(args_in):
-        raise ValueError(f"{len(args_in)} arguments but {len(specs_in)} irreps_in specs")
-    kinds_in = [_parse(s) for s in specs_in]
-    n_nodes = _num_nodes(args_in, specs_in)
-    has_points = any(k == "points" for k, _, _ in kinds_in)
-
-    out = func(*args_in)
-    outs = _as_list(out)
-    specs_out = _as_list(irreps_out)
-    if len(specs_out) != len(outs):
-        raise ValueError(f"func returned {len(outs)} outputs but {len(specs_out)} irreps_out specs were given")
-
-    errors: dict[str, float] = {}
-    for _ in range(ntrials):
-        R = rand_matrix(dtype=torch.float64, generator=generator)
-        trials = {"rotation": _Transform(R=R)}
-        if do_parity:
-            trials["reflection"] = _Transform(R=-R)
-        if do_translation and has_points:
-            trials["translation"] = _Transform(t=torch.randn(3, dtype=torch.float64, generator=generator))
-        if do_permutation and n_nodes is not None:
-            perm = torch.randperm(n_nodes, generator=generator)
-            inv = torch.empty_like(perm)
-            inv[perm] = torch.arange(n_nodes)
-            trials["permutation"] = _Transform(perm=perm, inv=inv)
-        for name, t in trials.items():
-            moved_in = [_apply(t, a, s) for a, s in zip(args_in, specs_in)]
-            out_of_moved = _as_list(func(*moved_in))
-            moved_out = [_apply(t, o, s) for o, s in zip(outs, specs_out)]
-            err = 0.0
-            for a, b in zip(out_of_moved, moved_out):
-                if isinstance(a, torch.Tensor):
-                    if a.shape != b.shape:
-                        raise ValueError(f"output shape changed under {name}: {tuple(a.shape)} vs {tuple(b.shape)}")
-                    if a.numel():
-                        err = max(err, (a.detach().to(torch.float64) - b.detach().to(torch.float64)).abs().max().item())
-            errors[name] = max(errors.get(name, 0.0), err)
-    return errors
+    _, errors = _output_errors(
+        func, args_in, irreps_in, irreps_out, ntrials=ntrials, do_parity=do_parity,
+        do_translation=do_translation, do_permutation=do_permutation, generator=generator,
+    )
+    return {name: max(per_output, default=0.0) for name, per_output in errors.items()}
 
 
 def assert_equivariant(
@@ -194,34 +214,46 @@ def assert_equivariant(
     irreps_in: Sequence | None = None,
     irreps_out: Sequence | Any = None,
     tolerance: float | None = None,
-    **kwargs,
+    *,
+    ntrials: int = 1,
+    do_parity: bool = True,
+    do_translation: bool = True,
+    do_permutation: bool = True,
+    generator: torch.Generator | None = None,
 ) -> dict[str, float]:
     """Assert that ``func`` is equivariant; returns the errors of :func:`equivariance_error`.
 
     When ``args_in`` is ``None``, random inputs are drawn from ``irreps_in`` (features of a
     batch of 5, points of shape ``(5, 3)``; float64).
 
-    The tolerance defaults to :data:`DEFAULT_TOLERANCE` for the outputs' dtype and is relative
-    to the size of the outputs when they exceed 1 in magnitude.
+    Each output is judged on its own scale: its error may be at most ``tolerance`` times its own
+    largest magnitude (``max |f(x)|`` of that output; 1 for an output that is all zeros). An
+    energy of thousands of eV therefore never hides an error in the forces beside it. The
+    tolerance defaults to :data:`DEFAULT_TOLERANCE` for the dtype of each output.
 
     Raises:
-        AssertionError: naming each transformation whose error exceeds the tolerance.
+        AssertionError: naming each output and transformation whose error exceeds its tolerance.
     """
     if args_in is None:
         if irreps_in is None:
             raise ValueError("give args_in, or irreps_in to draw random inputs from")
         args_in = [_random_input(s) for s in _as_list(irreps_in)]
-    errors = equivariance_error(func, args_in, irreps_in, irreps_out, **kwargs)
-    outs = [o for o in _as_list(func(*args_in)) if isinstance(o, torch.Tensor) and o.is_floating_point()]
-    scale = max([1.0] + [o.detach().abs().max().item() for o in outs if o.numel()])
-    if tolerance is None:
-        dtypes = [o.dtype for o in outs] or [torch.float64]
-        tolerance = max(DEFAULT_TOLERANCE.get(d, 1e-5) for d in dtypes)
-    bad = {k: v for k, v in errors.items() if not v <= tolerance * scale}
+    outs, errors = _output_errors(
+        func, args_in, irreps_in, irreps_out, ntrials=ntrials, do_parity=do_parity,
+        do_translation=do_translation, do_permutation=do_permutation, generator=generator,
+    )
+    bad = []
+    for k, out in enumerate(outs):
+        if not (isinstance(out, torch.Tensor) and out.is_floating_point() and out.numel()):
+            continue
+        scale = out.detach().abs().max().item() or 1.0
+        tol = DEFAULT_TOLERANCE.get(out.dtype, 1e-5) if tolerance is None else tolerance
+        for name, per_output in errors.items():
+            if not per_output[k] <= tol * scale:
+                bad.append(f"output {k} under {name}: {per_output[k]:.3g} > {tol:.1g} x its scale {scale:.3g}")
     if bad:
-        detail = ", ".join(f"{k}: {v:.3g}" for k, v in bad.items())
-        raise AssertionError(f"not equivariant (tolerance {tolerance:.1g} x output scale {scale:.3g}): {detail}")
-    return errors
+        raise AssertionError("not equivariant: " + "; ".join(bad))
+    return {name: max(per_output, default=0.0) for name, per_output in errors.items()}
 
 
 def _random_input(spec) -> torch.Tensor:

@@ -113,3 +113,23 @@ def test_bad_specs_raise():
 def test_random_inputs_from_irreps():
     errors = assert_equivariant(lambda a: a * a.norm(dim=-1, keepdim=True), irreps_in=["1o"], irreps_out=["1o"])
     assert errors["rotation"] < 1e-12
+
+
+def test_each_output_is_judged_on_its_own_scale():
+    """A large invariant output beside a small vector output must not widen the vector's tolerance."""
+    x = torch.randn(10, 3, dtype=torch.float64)
+    bias = torch.tensor([1e-4, 0.0, 0.0], dtype=torch.float64)
+
+    def big_energy_biased_forces(a):  # energy ~1e4, forces ~1 with a 1e-4 constant bias
+        return 1e4 + a.norm(dim=-1, keepdim=True), a + bias
+
+    with pytest.raises(AssertionError, match=r"output 1 under rotation"):
+        assert_equivariant(big_energy_biased_forces, [x], ["1o"], ["0e", "1o"], tolerance=1e-6)
+    # the same error is accepted against a tolerance of its own size, and output 0 is never blamed
+    assert_equivariant(big_energy_biased_forces, [x], ["1o"], ["0e", "1o"], tolerance=1e-2)
+
+
+def test_tolerance_is_relative_to_the_output_size():
+    """Scaling an equivariant function by 1e6 keeps it within the float32 tolerance."""
+    x = torch.randn(50, 3)
+    assert_equivariant(lambda a: 1e6 * o3.spherical_harmonics([1, 2], a, True), [x], ["1o"], ["1o+2e"])

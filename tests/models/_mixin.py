@@ -69,8 +69,10 @@ class ModelTestsMixin:
         return data
 
     # -------------------------------------------------------------- checks
-    def test_equivariance(self, dtype, tol):
-        """Outputs transform by their irreps under rotations, reflections and translations."""
+    def check_equivariance(self, dtype, tol, corrupt=None) -> dict:
+        """:func:`assert_equivariant` of every output, each judged on its own scale.
+
+        ``corrupt(outputs)`` may alter the outputs first (the negative controls use it)."""
         model = self.make_model(dtype)
         data = self.with_edges(Batch.from_data_list(self.make_graphs(dtype)))
         keys = list(self.outputs)
@@ -79,10 +81,16 @@ class ModelTestsMixin:
             d = data.clone()
             d.pos = pos
             out = self.run(model, d)
+            if corrupt is not None:
+                out = corrupt(dict(out))
             return tuple(self.flat(out[k]) for k in keys)
 
         specs = [self.outputs[k][1] for k in keys]
-        errors = assert_equivariant(f, [data.pos], ["cartesian_points"], specs, tolerance=tol, ntrials=2)
+        return assert_equivariant(f, [data.pos], ["cartesian_points"], specs, tolerance=tol, ntrials=2)
+
+    def test_equivariance(self, dtype, tol):
+        """Outputs transform by their irreps under rotations, reflections and translations."""
+        errors = self.check_equivariance(dtype, tol)
         assert set(errors) == {"rotation", "reflection", "translation"}
 
     def test_permutation(self, dtype, tol):
@@ -185,6 +193,22 @@ class EnergyModelTests:
         assert out["forces"].abs().max() == 0
         alone = [model(Data(z=data.z[i : i + 1], pos=data.pos[i : i + 1]))["energy"] for i in range(data.num_nodes)]
         torch.testing.assert_close(out["energy"], torch.stack(alone).sum(0))
+
+    def test_equivariance_check_catches_a_small_force_error(self):
+        """Negative control: forces off by 1e-3 of their size along a fixed axis fail the float32 check.
+
+        The energy (thousands of eV with the species shifts) must not set the scale the forces are
+        judged on."""
+        tol = 1e-5  # the float32 tolerance of the equivariance test
+
+        def corrupt(out):
+            forces = out["forces"]
+            bias = torch.zeros_like(forces)
+            bias[:, 0] = 1e-3 * forces.detach().abs().max()
+            return {**out, "forces": forces + bias}
+
+        with pytest.raises(AssertionError, match=f"output {list(self.outputs).index('forces')} under rotation"):
+            self.check_equivariance(torch.float32, tol, corrupt)
 
     def test_forces_are_minus_energy_gradient(self):
         """Forces equal central finite differences of the energy (float64)."""
