@@ -1,7 +1,44 @@
-"""eqgeo: E(3)-equivariant graph neural network layers for PyTorch Geometric."""
+"""eqgeo: E(3)-equivariant graph neural network layers for PyTorch Geometric.
+
+After a plain ``import eqgeo`` every subpackage is reachable as an attribute (``eqgeo.nn``,
+``eqgeo.datasets``, ...). Only :mod:`eqgeo.o3` is imported up front; the others are imported on
+first access (PEP 562 module ``__getattr__``), so ``import eqgeo`` does not pull in Lightning and
+Hydra (:mod:`eqgeo.training`), RDKit or ASE until they are used.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 from . import o3
 
 __version__ = "0.1.0"
 
-__all__ = ["o3", "__version__"]
+#: Submodules imported on first attribute access, with what each holds.
+_LAZY_SUBMODULES = {
+    "nn": "equivariant layers (convolutions, tensor products, gates, norms)",
+    "data": "molecules, proteins, complexes and structures to graphs; neighbour lists; units",
+    "datasets": "cached datasets (QM9, MD17, ASE files and databases, protein-ligand complexes)",
+    "models": "interatomic potentials, property and docking models",
+    "testing": "equivariance and gradient checks",
+    "calculators": "the ASE calculator",
+    "training": "Lightning/Hydra training, evaluation and leaderboards (heavy imports)",
+    "demo": "the eqgeo-demo command",
+    "train": "the python -m eqgeo.train entry point",
+}
+
+__all__ = ["o3", *_LAZY_SUBMODULES, "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SUBMODULES:
+        module = importlib.import_module(f".{name}", __name__)
+        globals()[name] = module  # later accesses skip this function
+        return module
+    raise AttributeError(
+        f"module 'eqgeo' has no attribute {name!r}; its subpackages are {sorted(['o3', *_LAZY_SUBMODULES])}"
+    )
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
