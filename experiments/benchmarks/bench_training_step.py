@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python experiments/benchmarks/bench_training_step.py \
         [--channels 32] [--lmax 2] [--layers 3] [--batch 32] [--repeat 10] [--dtype float32] \
-        [--correlation 3] [--mace-python /work/venvs/mace/bin/python]
+        [--correlation 3] [--mace-python .venvs/mace/bin/python]
 
 Workload: a batch of ``--batch`` ethanol molecules (9 atoms: C2H6O) taken, seeded, from the
 rMD17 ethanol frames in ``../shared/data/md17/botnet_ethanol/train.xyz`` (relative to the repo
@@ -20,11 +20,13 @@ inputs are built.
 eqgeo runs in this process. MACE (``mace-torch``, which pins ``e3nn==0.4.4``) runs in its own
 virtual environment: this script writes the same positions, species and targets to a temporary
 ``.npz`` and runs ``mace_worker.py`` with that environment's interpreter, which prints its
-timings as one JSON line. Create the environment with
+timings as one JSON line. That environment is ``.venvs/mace`` under the repository root, made
+(torch 2.13.0, mace-torch 0.3.16, e3nn 0.4.4) by
 
-    python -m venv /work/venvs/mace
-    /work/venvs/mace/bin/pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
-    /work/venvs/mace/bin/pip install mace-torch
+    experiments/peers/setup.sh mace
+
+or another interpreter given with ``--mace-python``. Without it, only eqgeo runs and the output
+says why.
 
 Both models get the same channels, lmax (hidden irreps ``c x 0e + c x 1o + c x 2e ...`` in natural
 parity and edge harmonics up to lmax), number of interaction layers, cutoff, 8 Bessel functions,
@@ -52,6 +54,8 @@ REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data" / "md17" / "botnet_ethanol"
 SYMBOLS = {"H": 1, "C": 6, "N": 7, "O": 8}
 WORKER = Path(__file__).resolve().parent / "mace_worker.py"
+MACE_PYTHON = REPO / ".venvs" / "mace" / "bin" / "python"  # made by experiments/peers/setup.sh mace
+MACE_SETUP = "experiments/peers/setup.sh mace"
 
 
 # --------------------------------------------------------------------------- inputs
@@ -264,9 +268,14 @@ def main() -> None:
     parser.add_argument("--cutoff", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--mace-python", default="/work/venvs/mace/bin/python")
+    parser.add_argument("--mace-python", type=Path, default=None,
+                        help=f"interpreter of MACE's environment (default: .venvs/mace/bin/python under the "
+                             f"repository root, made by `{MACE_SETUP}`)")
     parser.add_argument("--skip", choices=["eqgeo", "mace"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.mace_python is not None and args.skip != "mace" and not args.mace_python.exists():
+        parser.error(f"--mace-python {args.mace_python} does not exist (the default environment is made by "
+                     f"`{MACE_SETUP}`, run from the repository root)")
 
     inputs, source = ethanol_batch(args.batch, args.seed)
     avg_nn, num_edges = avg_neighbors(inputs, args.cutoff)
@@ -284,15 +293,14 @@ def main() -> None:
     print(f"step: graph at the cutoff, E and F = -dE/dpos (create_graph), loss = MSE(E) + MSE(F), backward, Adam; "
           f"median of {args.repeat} steps after {args.warmup} warm-up steps, eqgeo and MACE steps alternating\n", flush=True)
 
-    mace_python = Path(args.mace_python)
+    mace_python = args.mace_python if args.mace_python is not None else MACE_PYTHON
     mace_note = None
     run_mace_too = args.skip != "mace" and mace_python.exists()
     if args.skip != "mace" and not mace_python.exists():
-        mace_note = (f"MACE not run: {mace_python} does not exist. Create the environment with\n"
-                     "    python -m venv /work/venvs/mace\n"
-                     "    /work/venvs/mace/bin/pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu\n"
-                     "    /work/venvs/mace/bin/pip install mace-torch\n"
-                     "or pass --mace-python.")
+        mace_note = (f"MACE not run: its environment .venvs/mace (under the repository root) does not exist. "
+                     f"Create it with\n"
+                     f"    {MACE_SETUP}\n"
+                     "from the repository root, or pass --mace-python.")
     # Steps alternate between eqgeo and MACE (and which goes first), so that both see the same
     # load on shared cores; each model's peak memory is its own process's.
     runners = []

@@ -4,7 +4,9 @@ Runs under MACE's own interpreter (MACE pins ``e3nn==0.4.4``, eqgeo's environmen
 e3nn), so it imports nothing from eqgeo and reads its inputs from an ``.npz`` file written by
 ``bench_training_step.py``:
 
-    /work/venvs/mace/bin/python experiments/benchmarks/mace_worker.py INPUT.npz [--serve]
+    .venvs/mace/bin/python experiments/benchmarks/mace_worker.py INPUT.npz [--serve]
+
+(from the repository root; ``experiments/peers/setup.sh mace`` makes ``.venvs/mace``).
 
 ``INPUT.npz`` holds ``z`` (N,), ``pos`` (N, 3) Å, ``batch`` (N,), ``energy`` (G,) eV,
 ``forces`` (N, 3) eV/Å, ``e0_species`` / ``e0_energy`` (isolated-atom energies, eV) and a
