@@ -26,6 +26,21 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def _ram_gib() -> str:
+    """Physical memory of this machine in GiB (rounded), or "?" where sysconf does not tell."""
+    try:
+        return f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f}"
+    except (ValueError, OSError, AttributeError):
+        return "?"
+
+
+def _source_note(folder: Path | None) -> str:
+    """Where the CSVs came from, in words that name no folder of this machine."""
+    if folder is None:
+        return "qm9pack not found"
+    return "qm9_part1/2/3.csv in the qm9pack wheel's `data/` folder (located with `importlib.util.find_spec`)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--root", default=None, help="cache folder (default: a temporary folder)")
@@ -51,8 +66,8 @@ def main() -> None:
     lines = [
         "# QM9: full processing from the qm9pack==1.0.3 CSVs",
         "",
-        f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, 24 GiB RAM, Python {platform.python_version()}, torch {torch.__version__}",
-        f"- source: `{qm9pack_folder()}` (qm9_part1/2/3.csv)",
+        f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, {_ram_gib()} GiB RAM, Python {platform.python_version()}, torch {torch.__version__}",
+        f"- source: {_source_note(qm9pack_folder())}",
         f"- molecules: {len(dataset):,} (skipped: {dataset.report.count})",
         f"- processing from scratch: **{process_s:.1f} s**",
         f"- peak resident memory of the process: **{rss_process:,.0f} MiB** (before processing: {rss_before:,.0f} MiB)",

@@ -218,16 +218,27 @@ def _shown_arguments(argv) -> list[str]:
             skip = False
         elif arg == "--note":
             skip = True
+        elif arg.startswith("--") and "=" in arg and not arg.startswith("--note="):
+            option, _, value = arg.partition("=")
+            shown.append(f"{option}={_display(value)}")
         elif not arg.startswith("--note="):
             shown.append(_display(arg))
     return shown
 
 
 def _display(value) -> str:
-    """Paths shown relative to the repository's parent (no home or machine-specific prefix)."""
+    """A path as the report shows it, naming nothing of this machine: relative to the repository
+    (``./...``) or to its parent (``../shared/...``); a path elsewhere (a temporary run folder, a
+    home folder) as a placeholder, ``<run dir>/checkpoints/NAME`` for a checkpoint of an eqgeo-train
+    run and ``<outside the repository>/NAME`` otherwise."""
     text = str(value)
     for root, shown in ((REPO, "."), (REPO.parent, "..")):
         text = text.replace(str(root) + os.sep, shown + os.sep)
+    if os.path.isabs(text):
+        path = Path(text)
+        if path.parent.name == "checkpoints":
+            return f"<run dir>/checkpoints/{path.name}"
+        return f"<outside the repository>/{path.name}"
     return text
 
 
