@@ -163,7 +163,7 @@ def test_batched_cells_and_pbc():
         assert as_set(got[0][:, mask] - ptr[g], got[1][mask]) == as_set(*single)
 
 
-@pytest.mark.skipif(not HAS_TORCH_CLUSTER, reason="torch_cluster is not installed")
+@pytest.mark.torch_cluster
 def test_torch_cluster_matches_brute_force():
     pos = torch.rand(400, 3) * 6
     assert torch.equal(radius_graph(pos, 1.7, backend="torch_cluster"), radius_graph(pos, 1.7, backend="brute"))
@@ -249,7 +249,7 @@ def test_large_protein_sized_input_runs():
     assert bool((edge_vectors(pos, edge_index).norm(dim=-1) < 5.0).all())
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_cuda_tensors_stay_on_their_device():
     generator = torch.Generator().manual_seed(8)
     cells = torch.stack([random_cell(generator, 2.0) for _ in range(2)])

@@ -9,15 +9,14 @@ from eqgeo.data.errors import InvalidInputError
 from eqgeo.data.poses import superimpose, symmetric_rmsd
 from eqgeo.datasets.docking import load_docking_complexes
 
+from ..helpers import shared_path
+
 IDS = ["1G9V_RQ3", "1OF6_DTY", "1GPK_HUP"]  # 6 rotatable bonds / 8 crystal copies / rigid ligand
 
 
 @pytest.fixture
-def astex(shared_data):
-    root = shared_data / "complexes" / "posebusters_paper_data" / "astex_diverse_set"
-    if not root.is_dir():
-        pytest.skip(f"{root} not found")
-    return root
+def astex():
+    return shared_path("complexes", "posebusters_paper_data", "astex_diverse_set")
 
 
 def test_records_are_consistent(astex, tmp_path):

@@ -13,14 +13,12 @@ from eqgeo.data.units import HARTREE_TO_EV
 from eqgeo.datasets import QM9
 from eqgeo.datasets.qm9 import ATOM_REFERENCES, TARGETS, qm9pack_folder
 
+from ..helpers import shared_path
+
 
 @pytest.fixture(scope="module")
 def qm9_prefix(tmp_path_factory):
-    from tests.conftest import SHARED_DATA
-
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data folder not found at {SHARED_DATA}")
-    return QM9(tmp_path_factory.mktemp("qm9"), source=SHARED_DATA / "qm9/qm9pack")
+    return QM9(tmp_path_factory.mktemp("qm9"), source=shared_path("qm9", "qm9pack"))
 
 
 def test_prefix_size_and_fields(qm9_prefix):
@@ -127,7 +125,6 @@ def test_missing_source(tmp_path):
         QM9(tmp_path / "cache", source=tmp_path)
 
 
-@pytest.mark.skipif(qm9pack_folder() is None, reason="qm9pack (eqgeo[qm9]) is not installed")
 def test_qm9pack_wheel_is_found():
     folder = qm9pack_folder()
     assert sorted(p.name for p in folder.glob("qm9_part*.csv")) == ["qm9_part1.csv", "qm9_part2.csv", "qm9_part3.csv"]

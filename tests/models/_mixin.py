@@ -49,9 +49,6 @@ class ModelTestsMixin:
     outputs: dict = {}
     index_keys: tuple = ()
     statistics: tuple = ()
-    #: run the (slow, ~20 s) compile check for this variant; the layer types are compiled on
-    #: their own in tests/nn, so one variant per model family suffices
-    check_compile = True
     cutoff = 3.0
 
     # -------------------------------------------------------------- helpers
@@ -147,10 +144,11 @@ class ModelTestsMixin:
     def check_isolated(self, model, data, out) -> None:
         """Model-specific checks of isolated atoms (override)."""
 
+    # ~20 s each: the layer types are compiled on their own in tests/nn, so a variant of a model
+    # family that adds nothing to compile sets ``test_compile_fullgraph = None`` (not collected)
+    @pytest.mark.slow
     def test_compile_fullgraph(self):
         """``torch.compile(fullgraph=True)`` (``aot_eager``) of the forward: no graph break, same outputs."""
-        if not self.check_compile:
-            pytest.skip("compiled in the default variant of this model")
         model = self.make_model(torch.float64)
         data = self.with_edges(Batch.from_data_list(self.make_graphs(torch.float64)))
         fn, args = self.compile_target(model, data)

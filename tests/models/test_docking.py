@@ -73,12 +73,12 @@ class TestDockingConv(_DockingTests):
 
 class TestDockingTransformer(_DockingTests):
     layer = "transformer"
-    check_compile = False
+    test_compile_fullgraph = None  # compiled in the default variant of this model
 
 
 class TestDockingNaturalParity(_DockingTests):
     parity = "natural"
-    check_compile = False
+    test_compile_fullgraph = None  # compiled in the default variant of this model
 
 
 def test_torsion_does_not_depend_on_the_bond_direction():

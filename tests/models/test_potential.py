@@ -70,9 +70,10 @@ class TestPotentialTransformer(_PotentialTests):
 
 class TestPotentialFullParity(_PotentialTests):
     parity = "full"
-    check_compile = False
+    test_compile_fullgraph = None  # compiled in the default variant of this model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
 def test_compiled_forces(training):
     """Forces through ``torch.autograd.grad`` compile as one graph with ``trace_autograd_ops``;

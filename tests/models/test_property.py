@@ -67,12 +67,12 @@ class TestPropertyConv(_PropertyTests):
 
 class TestPropertyTransformer(_PropertyTests):
     layer = "transformer"
-    check_compile = False
+    test_compile_fullgraph = None  # compiled in the default variant of this model
 
 
 class TestPropertyFullParity(_PropertyTests):
     parity = "full"
-    check_compile = False
+    test_compile_fullgraph = None  # compiled in the default variant of this model
 
 
 def test_dipole_is_charges_times_positions_plus_atomic_dipoles():

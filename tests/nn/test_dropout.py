@@ -12,13 +12,6 @@ from eqgeo.testing import assert_equivariant
 IRREPS = Irreps("4x0e+2x0o+3x1o+2x2e+1x3o")
 
 
-@pytest.fixture(autouse=True)
-def _reset_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
-
-
 def _seeded(module, seed=1234):
     """The module with a fixed mask: the RNG is reseeded before every call."""
 
@@ -111,6 +104,7 @@ def test_double_backward():
     assert torch.autograd.gradgradcheck(f, (x,))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("training", [True, False])
 def test_compile_fullgraph_matches_eager(training):
     d = IrrepsDropout(IRREPS, p=0.4).train(training)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from eqgeo.nn.gate import Gate, Normalize2Mom, activation_parity, second_moment
 from eqgeo.o3 import Irreps
 from eqgeo.testing import assert_equivariant
+from ..helpers import oracle
 
 # (irreps_scalars, act_scalars, irreps_gates, act_gates, irreps_gated, expected irreps_out)
 CONFIGS = {
@@ -32,13 +33,6 @@ CONFIGS = {
 def make(name):
     s, a_s, g, a_g, gated, _ = CONFIGS[name]
     return Gate(s, a_s, g, a_g, gated)
-
-
-@pytest.fixture(autouse=True)
-def _reset_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
 
 
 # ----------------------------------------------------------------------------- activations
@@ -178,6 +172,7 @@ def test_double_backward():
     assert torch.autograd.gradgradcheck(g, (x,))
 
 
+@pytest.mark.slow
 def test_compile_fullgraph_matches_eager():
     g = make("parity")
     x = g.irreps_in.randn(7, -1)
@@ -223,7 +218,7 @@ def _use_our_constants(e3nn_act, ours):
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_matches_e3nn(name):
-    e3nn_nn = pytest.importorskip("e3nn.nn")
+    e3nn_nn = oracle("e3nn.nn")
     s, a_s, gts, a_g, gated, _ = CONFIGS[name]
     ours = Gate(s, a_s, gts, a_g, gated).double()
     theirs = e3nn_nn.Gate(s, a_s, gts, a_g, gated).double()

@@ -13,13 +13,6 @@ from eqgeo.testing import assert_equivariant
 IRREPS = Irreps("6x0e+3x0o+4x1o+2x1e+3x2e")
 
 
-@pytest.fixture(autouse=True)
-def _reset_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
-
-
 def _copies(irreps, x):
     return [x[..., sl].reshape(*x.shape[:-1], mul, ir.dim) for sl, (mul, ir) in zip(irreps.slices(), irreps)]
 
@@ -140,6 +133,7 @@ def test_double_backward():
     assert torch.autograd.gradgradcheck(ln, (x,))
 
 
+@pytest.mark.slow
 def test_compile_fullgraph_matches_eager():
     ln = EquivariantLayerNorm(IRREPS)
     _randomise(ln)

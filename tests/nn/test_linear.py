@@ -6,12 +6,13 @@ from eqgeo.o3 import Irreps
 from eqgeo.testing import assert_equivariant
 
 from ._checks import compiles_without_graph_breaks, round_trips
+from ..helpers import oracle
 
 IN, OUT = "16x0e+8x1o+3x0e+2x2e+2x1e", "8x0e+8x1o+4x1e+1x2e+3x0o"
 
 
 def test_matches_e3nn_with_its_weights():
-    e3nn_o3 = pytest.importorskip("e3nn.o3")
+    e3nn_o3 = oracle("e3nn.o3")
     for biases in (False, True):
         ours, theirs = Linear(IN, OUT, biases=biases), e3nn_o3.Linear(IN, OUT, biases=biases)
         assert ours.weight_numel == theirs.weight_numel
@@ -24,7 +25,7 @@ def test_matches_e3nn_with_its_weights():
 
 
 def test_per_sample_weights_match_e3nn():
-    e3nn_o3 = pytest.importorskip("e3nn.o3")
+    e3nn_o3 = oracle("e3nn.o3")
     ours = Linear(IN, OUT, shared_weights=False)
     theirs = e3nn_o3.Linear(IN, OUT, shared_weights=False, internal_weights=False)
     x, w = Irreps(IN).randn(6, -1), torch.randn(6, ours.weight_numel)
@@ -57,6 +58,7 @@ def test_unit_variance_and_repr():
     assert 0.85 < y[:, :32].pow(2).mean() < 1.15 and 0.85 < y[:, 32:].pow(2).mean() < 1.15
 
 
+@pytest.mark.slow
 def test_compile_double_backward_round_trips():
     lin = Linear(IN, OUT, biases=True)
     x = Irreps(IN).randn(5, -1)

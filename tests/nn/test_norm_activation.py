@@ -11,15 +11,9 @@ import torch.nn.functional as F
 from eqgeo.nn.norm_activation import NormActivation
 from eqgeo.o3 import Irreps
 from eqgeo.testing import assert_equivariant
+from ..helpers import oracle
 
 IRREPS = Irreps("3x0e+2x0o+2x1o+1x1e+2x2e+1x3o")
-
-
-@pytest.fixture(autouse=True)
-def _reset_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
 
 
 def _copies(irreps: Irreps, x: torch.Tensor) -> list[torch.Tensor]:
@@ -134,6 +128,7 @@ def test_double_backward():
     assert torch.autograd.gradgradcheck(n, (x,))
 
 
+@pytest.mark.slow
 def test_compile_fullgraph_matches_eager():
     n = NormActivation(IRREPS, torch.sigmoid, bias=True)
     x = IRREPS.randn(7, -1)
@@ -161,7 +156,7 @@ def test_deepcopy_state_dict_and_reset_parameters():
 
 @pytest.mark.parametrize("bias", [True, False])
 def test_matches_e3nn(bias):
-    e3nn_nn = pytest.importorskip("e3nn.nn")
+    e3nn_nn = oracle("e3nn.nn")
     ours = NormActivation(IRREPS, torch.sigmoid, bias=bias).double()
     theirs = e3nn_nn.NormActivation(IRREPS, torch.sigmoid, bias=bias).double()
     if bias:

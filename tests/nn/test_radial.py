@@ -11,13 +11,7 @@ import torch.nn.functional as F
 from eqgeo.nn.gate import second_moment
 from eqgeo.nn.radial import BesselBasis, GaussianBasis, PolynomialCutoff, RadialEmbedding, RadialMLP
 from eqgeo.testing import assert_equivariant
-
-
-@pytest.fixture(autouse=True)
-def _reset_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
+from ..helpers import oracle
 
 
 def _state_dict_round_trip(module, make, x):
@@ -235,7 +229,7 @@ def test_radial_mlp_double_backward_and_round_trips():
 
 
 def test_radial_mlp_matches_e3nn_fully_connected_net():
-    e3nn_nn = pytest.importorskip("e3nn.nn")
+    e3nn_nn = oracle("e3nn.nn")
     ours = RadialMLP(8, [16, 12], num_out=5).double()
     theirs = e3nn_nn.FullyConnectedNet([8, 16, 12, 5], F.silu).double()
     with torch.no_grad():
@@ -273,6 +267,7 @@ def test_edge_embedding_pipeline_is_invariant(dtype, tol):
     assert_equivariant(weights, [vectors], ["1o"], ["4x0e"], tolerance=tol, ntrials=3)
 
 
+@pytest.mark.slow
 def test_compile_fullgraph_matches_eager():
     emb = RadialEmbedding(8, 3.0)
     mlp = RadialMLP(8, [16], num_out=4)

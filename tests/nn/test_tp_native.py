@@ -12,13 +12,14 @@ from eqgeo.nn import _tp_kernel as kernel
 from eqgeo.o3 import Irreps
 
 from .test_tensor_product import nequip_like
+from ..helpers import require
 
 
 @pytest.fixture(scope="module")
 def native_lib():
     lib = _native.library()
     if lib is None:
-        pytest.skip("no C compiler: the native kernel is unavailable here")
+        require("no C compiler: the native tensor-product kernel cannot be built here")
     return lib
 
 

@@ -6,6 +6,7 @@ import torch
 
 from eqgeo import o3
 from eqgeo.testing import assert_equivariant
+from ..helpers import oracle
 
 NORMALIZATIONS = ["integral", "component", "norm"]
 
@@ -21,7 +22,7 @@ def _reference(l, v):
     e3nn's basis is the standard real form (no Condon–Shortley phase in the real harmonics,
     integral normalisation) with the polar axis along y: (X, Y, Z) = (z, x, y).
     """
-    mp = pytest.importorskip("mpmath").mp
+    mp = oracle("mpmath").mp
     mp.dps = 30
     x, y, z = (mp.mpf(float(t)) for t in v)
     theta, phi = mp.acos(y / mp.sqrt(x * x + y * y + z * z)), mp.atan2(x, z)
@@ -162,6 +163,7 @@ def test_module_matches_function_and_moves(dtype):
     assert m.state_dict() == {}  # constants are not saved in checkpoints
 
 
+@pytest.mark.slow
 def test_compile_fullgraph():
     torch._dynamo.reset()
     m = o3.SphericalHarmonics([0, 1, 2, 3], normalize=True)
@@ -181,7 +183,7 @@ def test_compile_fullgraph():
 
 @pytest.mark.parametrize("normalization", NORMALIZATIONS)
 def test_matches_e3nn(normalization, dtype):
-    e3nn_o3 = pytest.importorskip("e3nn.o3")
+    e3nn_o3 = oracle("e3nn.o3")
     x = _unit(2000, dtype)
     for l in range(13):
         mine = o3.spherical_harmonics(l, x, True, normalization)
