@@ -62,8 +62,28 @@ def _pdbbind(folder: Path) -> ComplexFiles | None:
     return ComplexFiles(name, "pdbbind", proteins[0], ligands, None, copies if copies.is_file() else None)
 
 
+def _what_is_missing(folder: Path) -> str:
+    """Why ``folder`` is in neither layout, naming the file(s) it lacks."""
+    name = folder.name
+    names = sorted(p.name for p in folder.iterdir())
+    listing = ", ".join(names[:8]) + (f", ... ({len(names)} entries)" if len(names) > 8 else "") if names else "nothing"
+    proteins = sorted(p.name for p in folder.glob(f"{name}_protein*.pdb"))
+    has_ligand = any((folder / f"{name}_ligand{ext}").is_file() for ext in (".sdf", ".mol2"))
+    missing = []
+    if not proteins:
+        missing.append(f"the protein {name}_protein.pdb (or {name}_protein*.pdb)")
+    if not has_ligand:
+        missing.append(f"the crystal ligand {name}_ligand.sdf (or {name}_ligand.mol2)")
+    if missing:
+        what = f"missing {' and '.join(missing)}"
+    else:  # several candidate proteins and no PoseBusters-style <name>_protein.pdb to choose
+        what = f"{len(proteins)} protein files {proteins}, expected one {name}_protein.pdb or one {name}_protein*.pdb"
+    return f"not a PoseBusters/Astex or PDBbind-like complex folder: {what} (the folder holds: {listing})"
+
+
 def find_complex_files(root: str | Path, ids: list[str] | None = None) -> tuple[list[ComplexFiles], SkipReport]:
-    """The complexes under ``root`` in a known layout, and a report naming the other folders."""
+    """The complexes under ``root`` in a known layout, and a report naming the other folders and,
+    for each, the file(s) it lacks (e.g. ``1abc_ligand.sdf``)."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"complex folder {root} does not exist")
@@ -73,8 +93,7 @@ def find_complex_files(root: str | Path, ids: list[str] | None = None) -> tuple[
             continue
         files = _posebusters(folder) or _pdbbind(folder)
         if files is None:
-            listing = ", ".join(sorted(p.name for p in folder.iterdir())[:8])
-            report.add(InvalidInputError(folder, f"not a PoseBusters/Astex or PDBbind-like complex folder (holds: {listing})"))
+            report.add(InvalidInputError(folder, _what_is_missing(folder)))
         else:
             found.append(files)
     if ids is not None:
@@ -109,7 +128,9 @@ def complex_from_files(files: ComplexFiles, ligand: str, pocket_radius: float, c
     ligand_graph = crystal
     if ligand == "start_conf":
         if files.start_conf is None:
-            raise InvalidInputError(files.protein.parent, "ligand='start_conf' but there is no *_ligand_start_conf.sdf")
+            raise InvalidInputError(
+                files.protein.parent, f"ligand='start_conf' but {files.name}_ligand_start_conf.sdf is missing from this folder"
+            )
         ligand_graph, ligand_path = read_sdf(files.start_conf)[0], files.start_conf
     protein = read_pdb(files.protein)
     data = complex_graph(

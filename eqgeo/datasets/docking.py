@@ -112,7 +112,11 @@ def _crop(protein, crystal: Tensor, radius: float, shape: str):
 def _complex(files: ComplexFiles, pocket_radius: float, pocket_shape: str = "ligand") -> DockingComplex:
     ligand_path = next((p for p in files.ligands if p.suffix == ".sdf"), None)
     if ligand_path is None:
-        raise InvalidInputError(files.protein.parent, "docking needs the crystal ligand as .sdf (<id>_ligand.sdf)")
+        present = ", ".join(p.name for p in files.ligands)
+        raise InvalidInputError(
+            files.protein.parent,
+            f"docking needs the crystal ligand as SDF: {files.name}_ligand.sdf is missing (found only {present})",
+        )
     crystal_mol = _read_mol(ligand_path)
     crystal = torch.tensor(crystal_mol.GetConformer().GetPositions(), dtype=torch.float64)
     z = torch.tensor([a.GetAtomicNum() for a in crystal_mol.GetAtoms()], dtype=torch.long)

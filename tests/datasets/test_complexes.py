@@ -64,3 +64,55 @@ def test_invalid_ligand_raises_or_is_reported(shared_data, tmp_path):
     dataset = ProteinLigandComplexes(root, tmp_path / "cache", skip_invalid=True)
     assert [d.name for d in dataset] == ["1a0q"]
     assert dataset.report.count == 1 and "valence" in dataset.report.errors[0].reason
+
+
+def test_layout_report_names_the_missing_file(shared_data, tmp_path):
+    """A folder without ``<id>_ligand.sdf`` (or .mol2) / without a protein is skipped, naming what it lacks."""
+    from eqgeo.datasets import find_complex_files
+
+    examples = shared_data / "complexes/diffdock/examples"
+    root = tmp_path / "complexes"
+    for folder, names in {
+        "1cbr": ["1cbr_protein.pdb"],  # no ligand
+        "1a46": ["1a46_ligand.sdf"],  # no protein
+        "6ahs": ["6ahs_protein_processed.pdb", "6ahs_ligand.sdf"],  # complete
+    }.items():
+        (root / folder).mkdir(parents=True)
+        for name in names:
+            (root / folder / name).symlink_to(examples / name)
+    (root / "6ahs" / "6ahs_protein_copy.pdb").symlink_to(examples / "6ahs_protein_processed.pdb")  # 2 proteins
+    (root / "6moa").mkdir()  # empty
+    found, report = find_complex_files(root)
+    assert found == []
+    reasons = {os.path.basename(e.source): e.reason for e in report.errors}
+    assert set(reasons) == {"1cbr", "1a46", "6ahs", "6moa"}
+    assert "missing the crystal ligand 1cbr_ligand.sdf (or 1cbr_ligand.mol2)" in reasons["1cbr"]
+    assert "holds: 1cbr_protein.pdb" in reasons["1cbr"] and "missing the protein" not in reasons["1cbr"]
+    assert "missing the protein 1a46_protein.pdb (or 1a46_protein*.pdb)" in reasons["1a46"]
+    assert "2 protein files ['6ahs_protein_copy.pdb', '6ahs_protein_processed.pdb']" in reasons["6ahs"]
+    assert "missing the protein 6moa_protein.pdb" in reasons["6moa"] and "6moa_ligand.sdf" in reasons["6moa"]
+    assert "holds: nothing" in reasons["6moa"]
+    # the folder is named: it is the error's source
+    assert str(root / "1cbr") in {e.source for e in report.errors}
+
+
+def test_docking_names_the_missing_ligand_sdf(shared_data, tmp_path):
+    """A PDBbind-like folder with only ``<id>_ligand.mol2``: docking needs the .sdf and names it."""
+    from eqgeo.datasets import load_docking_complexes
+
+    source = shared_data / "complexes/diffdock/1a0q"
+    folder = tmp_path / "complexes" / "1a0q"
+    folder.mkdir(parents=True)
+    for name in ("1a0q_protein_processed.pdb", "1a0q_ligand.mol2"):
+        (folder / name).symlink_to(source / name)
+    with pytest.raises(InvalidInputError, match=r"1a0q: docking needs the crystal ligand as SDF: 1a0q_ligand.sdf is missing "
+                       r"\(found only 1a0q_ligand.mol2\)"):
+        load_docking_complexes(folder.parent, cache_dir=tmp_path / "cache")
+    complexes, report = load_docking_complexes(folder.parent, skip_invalid=True, cache_dir=tmp_path / "cache")
+    assert complexes == [] and "1a0q_ligand.sdf is missing" in report.errors[0].reason
+    assert report.errors[0].source == str(folder)
+
+
+def test_start_conf_names_the_missing_file(shared_data, tmp_path):
+    with pytest.raises(InvalidInputError, match=r"ligand='start_conf' but 1a0q_ligand_start_conf.sdf is missing"):
+        ProteinLigandComplexes(shared_data / "complexes/diffdock", tmp_path, ligand="start_conf")
