@@ -13,7 +13,7 @@ from ..nn import EquivariantConv, EquivariantTransformerConv, Gate, Linear, Radi
 from ..nn.equivariant_conv import _edge_lengths
 from ..o3 import Irreps, SphericalHarmonics
 
-__all__ = ["hidden_irreps", "SpeciesEmbedding", "InteractionStack", "graph_inputs", "PARITIES", "LAYERS"]
+__all__ = ["hidden_irreps", "SpeciesEmbedding", "check_species", "InteractionStack", "graph_inputs", "PARITIES", "LAYERS"]
 
 #: ``"natural"``: hidden features ``c x 0e + c x 1o + c x 2e + ...`` (parity ``(-1)^l``, as MACE);
 #: ``"full"``: both parities at every ``l`` (``c x 0e + c x 0o + c x 1o + c x 1e + ...``, NequIP's
@@ -45,8 +45,9 @@ class SpeciesEmbedding(torch.nn.Module):
         allow_unknown: map atomic numbers outside ``species`` to one extra "other" type instead
             of raising.
 
-    An atomic number the model does not know raises ``ValueError`` naming it (checked in eager
-    mode; compiled graphs skip the check).
+    An atomic number the model does not know raises ``ValueError`` naming it, its element and,
+    when ``batch`` is given, the frame and atom index within the frame of each such atom
+    (checked in eager mode; compiled graphs skip the check).
     """
 
     def __init__(self, species: Sequence[int], channels: int, num_kinds: int = 1, allow_unknown: bool = False) -> None:
@@ -73,25 +74,53 @@ class SpeciesEmbedding(torch.nn.Module):
     def reset_parameters(self) -> None:
         self.embedding.reset_parameters()
 
-    def types(self, z: Tensor) -> Tensor:
-        """Type index of each atom, ``(N,)``."""
+    def types(self, z: Tensor, batch: Optional[Tensor] = None) -> Tensor:
+        """Type index of each atom, ``(N,)``; ``batch`` (the graph of each atom) makes the error for an
+        unknown element name the frame and the atom within it."""
         if not torch.compiler.is_compiling() and z.numel():
-            bad = (z < 1) | (z > 118)
-            if not bool(bad.any()):
-                bad = self.type_of[z] < 0
-            if bool(bad.any()):
-                unknown = sorted({int(v) for v in z[bad].tolist()})
-                raise ValueError(
-                    f"atomic numbers {unknown} are not among the model's species {self.species} "
-                    f"(atoms {bad.nonzero().flatten()[:10].tolist()}{'...' if int(bad.sum()) > 10 else ''})"
-                )
+            check_species(z, self.type_of, self.species, batch)
         return self.type_of[z]
 
-    def forward(self, z: Tensor, kind: Optional[Tensor] = None) -> Tensor:
-        t = self.types(z)
+    def forward(self, z: Tensor, kind: Optional[Tensor] = None, batch: Optional[Tensor] = None) -> Tensor:
+        t = self.types(z, batch)
         if kind is not None:
             t = t + self.num_types * kind
         return self.embedding(t)
+
+
+def _element(z: int) -> str:
+    from ase.data import chemical_symbols
+
+    return chemical_symbols[z] if 1 <= z < len(chemical_symbols) else f"Z={z}"
+
+
+def check_species(z: Tensor, type_of: Tensor, species: Sequence[int], batch: Optional[Tensor] = None, limit: int = 10) -> None:
+    """Raise ``ValueError`` if an atomic number is outside 1..118 or has no entry (``-1``) in ``type_of``.
+
+    The message names the unknown elements and, for the first ``limit`` offending atoms, the frame
+    (graph index in the batch, from ``batch``) and the atom's index within that frame, e.g.
+    ``frame 1, atom 3 (Br)``. Without ``batch`` all atoms are taken as one frame 0.
+    """
+    bad = (z < 1) | (z > 118) | (type_of[z.clamp(0, type_of.numel() - 1)] < 0)
+    if not bool(bad.any()):
+        return
+    unknown = sorted({int(v) for v in z[bad].tolist()})
+    if batch is None:
+        batch = torch.zeros_like(z)
+    batch = batch.to(z.device)
+    num_graphs = int(batch.max()) + 1 if batch.numel() else 1
+    # index of each atom within its frame: its position minus the position of its frame's first atom
+    counts = torch.zeros(num_graphs, dtype=torch.long, device=z.device).index_add_(0, batch, torch.ones_like(batch))
+    first = torch.cumsum(counts, 0) - counts
+    local = torch.arange(z.numel(), device=z.device) - first[batch]
+    where = bad.nonzero().flatten()
+    atoms = [f"frame {int(batch[i])}, atom {int(local[i])} ({_element(int(z[i]))})" for i in where[:limit].tolist()]
+    more = f"; and {where.numel() - limit} more" if where.numel() > limit else ""
+    raise ValueError(
+        f"atomic numbers {unknown} are not among the model's species {list(species)} "
+        f"({', '.join(_element(u) for u in unknown)} not in {', '.join(_element(int(s)) for s in species)}): "
+        f"{'; '.join(atoms)}{more} (frame: the graph's index in the batch; atom: its index within that frame)"
+    )
 
 
 def _gate_for(irreps_target: Irreps) -> tuple[Irreps, Gate]:

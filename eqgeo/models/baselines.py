@@ -33,7 +33,7 @@ from torch_geometric.nn.models.visnet import Distance, GatedEquivariantBlock
 from ..data import keys as K
 from ..data.neighbors import edge_vectors, radius_graph
 from ..nn._buffers import keep_float64
-from ._common import scatter_sum
+from ._common import check_species, scatter_sum
 from .potential import InteratomicPotential
 from .property import _REDUCES, PropertyModel, set_target_statistics, target_statistics
 
@@ -207,13 +207,8 @@ class _PyGBaseline(torch.nn.Module):
         """PyG's forward: the sum over each graph's atoms of the network's ``num_outputs`` outputs."""
         raise NotImplementedError
 
-    def _types(self, z: Tensor) -> Tensor:
-        bad = (z < 1) | (z > 118)
-        if not bool(bad.any()):
-            bad = self.type_of[z] < 0
-        if bool(bad.any()):
-            unknown = sorted({int(v) for v in z[bad].tolist()})
-            raise ValueError(f"atomic numbers {unknown} are not among the model's species {self.species}")
+    def _types(self, z: Tensor, batch: Optional[Tensor] = None) -> Tensor:
+        check_species(z, self.type_of, self.species, batch)
         return self.type_of[z]
 
     def _inputs(self, data) -> tuple[Tensor, Tensor, Tensor, int]:
@@ -253,7 +248,7 @@ class _PyGBaseline(torch.nn.Module):
         mode, as :class:`InteratomicPotential`.
         """
         z, pos, batch, num_graphs = self._inputs(data)
-        types = self._types(z)
+        types = self._types(z, batch)
         if self.mode == "property":
             if compute_forces:
                 raise ValueError("compute_forces is for mode='energy'")

@@ -146,7 +146,7 @@ class InteratomicPotential(torch.nn.Module):
 
         This is the part that :func:`torch.compile` captures as one graph (``fullgraph=True``).
         """
-        types = self.embedding.types(z)
+        types = self.embedding.types(z, batch)
         x = self.embedding.embedding(types)
         edge_vec = edge_vectors(pos, edge_index, shifts, cell, batch)
         x = self.interactions(x, edge_index, edge_vec)

@@ -162,7 +162,7 @@ class PropertyModel(torch.nn.Module):
         charge: Optional[Tensor] = None,
     ) -> dict[str, Tensor]:
         """The readouts from plain tensors (the part :func:`torch.compile` captures as one graph)."""
-        types = self.embedding.types(z)
+        types = self.embedding.types(z, batch)
         h = self.embedding.embedding(types)
         h = self.interactions(h, edge_index, edge_vectors(pos, edge_index))
         out: dict[str, Tensor] = {}
