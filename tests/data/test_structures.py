@@ -62,3 +62,40 @@ def test_bad_frames(tmp_path):
     truncated.write_text("3\n\nH 0 0 0\n")
     with pytest.raises(InvalidInputError, match="truncated.xyz"):
         read_xyz(truncated)
+
+
+def test_unit_factor_spellings_and_errors():
+    from eqgeo.data.units import BOHR_TO_ANGSTROM, HARTREE_TO_EV, unit_factor
+
+    assert unit_factor("Ha", "energy") == unit_factor("Hartree", "energy") == HARTREE_TO_EV
+    assert unit_factor("Hartree/Bohr", "force") == pytest.approx(HARTREE_TO_EV / BOHR_TO_ANGSTROM)
+    assert unit_factor("kcal/mol/Ang", "force") == pytest.approx(KCAL_PER_MOL_TO_EV)
+    assert unit_factor("eV/Å", "force") == 1.0 and unit_factor("Bohr", "length") == BOHR_TO_ANGSTROM
+    assert unit_factor("a0 a0 a0", "polarizability") == unit_factor("Bohr^3", "polarizability") == 1.0
+    assert unit_factor("Ang^3", "polarizability") == pytest.approx(BOHR_TO_ANGSTROM**-3)
+    assert unit_factor("a0 a0", "spatial_extent") == 1.0 and unit_factor("Debye", "dipole") == 1.0
+    assert unit_factor("cal/mol/K", "heat_capacity") == 1.0 and unit_factor("GHz", "frequency") == 1.0
+    with pytest.raises(ValueError, match=r"unknown force unit 'eV'; expected <energy>/<length>"):
+        unit_factor("eV", "force")
+    with pytest.raises(ValueError, match=r"unknown dipole unit 'C m' \(to convert to D\)"):
+        unit_factor("C m", "dipole")
+
+
+def test_ase_json_database_rows_with_data(tmp_path):
+    """An ASE JSON database: row data and key-value pairs are read, and a missing key is named."""
+    from ase.db import connect
+
+    from eqgeo.data import read_structures
+
+    path = tmp_path / "rows.json"
+    with connect(str(path)) as db:
+        db.write(Atoms("H2", positions=[[0, 0, 0], [0.74, 0, 0]]), dipole_set=1, data={"homo": [-0.4]})
+        db.write(Atoms("H2", positions=[[0, 0, 0], [0.75, 0, 0]]), dipole_set=2, data={"homo": [-0.5]})
+    frames = read_structures(path, energy_key="homo", energy_unit="Hartree", require_energy=True)
+    assert [f[keys.ENERGY].item() for f in frames] == pytest.approx([-0.4 * 27.211386246, -0.5 * 27.211386246])
+    assert frames[1][keys.NAME] == "rows:row 2"
+    with pytest.raises(InvalidInputError, match=r"rows.json \[record row 1\]: no energy entry 'lumo' .*"
+                       r"row key_value_pairs \['dipole_set'\]; row data \['homo'\]"):
+        read_structures(path, energy_key="lumo", energy_unit="Hartree", require_energy=True)
+    with pytest.raises(InvalidInputError, match=r"entry 'homo' holds 2 values, expected one number"):
+        from_ase_atoms(Atoms("H", info={"homo": [1.0, 2.0]}), energy_key="homo", energy_unit="eV")

@@ -9,8 +9,8 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 from torch_geometric.data import Batch
 
-from eqgeo.data import RadiusGraph, edge_vectors, keys
-from eqgeo.data.units import HARTREE_TO_EV
+from eqgeo.data import InvalidInputError, RadiusGraph, edge_vectors, keys
+from eqgeo.data.units import BOHR_TO_ANGSTROM, HARTREE_TO_EV, KCAL_PER_MOL_TO_EV
 from eqgeo.datasets import ASEDataset, default_cache_root
 
 
@@ -45,3 +45,98 @@ def test_default_cache_root(monkeypatch, tmp_path):
     monkeypatch.delenv("EQGEO_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert default_cache_root() == tmp_path / "xdg" / "eqgeo"
+
+
+# ---------------------------------------------------------------------------------------------
+# ASE databases in the schnetpack layout: properties in row.data, units in the metadata
+# ---------------------------------------------------------------------------------------------
+
+
+def _schnetpack_db(path, units, distance_unit="Ang", rows=None, atomrefs=None):
+    """A small ASE SQLite database laid out as schnetpack writes it: every property in the row's
+    ``data`` as a 1-element (or per-atom) array, units in ``metadata["_property_unit_dict"]``."""
+    import numpy as np
+    from ase import Atoms
+    from ase.db import connect
+
+    water = Atoms("OH2", positions=[[0.0, 0.0, 0.1173], [0.0, 0.7572, -0.4692], [0.0, -0.7572, -0.4692]])
+    methane = Atoms("CH4", positions=[[0, 0, 0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63], [-0.63, 0.63, -0.63], [0.63, -0.63, -0.63]])
+    rows = rows or [
+        (water, {"gap": np.array([0.3]), "energy_U0": np.array([-76.4]), "forces": np.full((3, 3), 0.01)}),
+        (methane, {"gap": np.array([0.5]), "energy_U0": np.array([-40.5]), "forces": np.zeros((5, 3))}),
+    ]
+    with connect(str(path)) as db:
+        for atoms, data in rows:
+            db.write(atoms, data=data)
+    db = connect(str(path))
+    metadata = {"_property_unit_dict": units, "_distance_unit": distance_unit}
+    if atomrefs is not None:
+        metadata["atomrefs"] = atomrefs
+    db.metadata = metadata
+    return path
+
+
+def test_ase_db_reads_row_data_with_metadata_units(tmp_path):
+    path = _schnetpack_db(tmp_path / "mols.db", {"gap": "Hartree", "energy_U0": "Ha", "forces": "Hartree/Bohr"})
+    dataset = ASEDataset(path, tmp_path / "cache", energy_key="gap")
+    assert len(dataset) == 2 and dataset.report.count == 0
+    assert dataset[0][keys.ENERGY].item() == pytest.approx(0.3 * HARTREE_TO_EV, rel=1e-12)
+    assert dataset[1][keys.ENERGY].item() == pytest.approx(0.5 * HARTREE_TO_EV, rel=1e-12)
+    # forces from row.data too, in Hartree/Bohr -> eV/Å
+    assert dataset[0][keys.FORCES][0, 0].item() == pytest.approx(0.01 * HARTREE_TO_EV / BOHR_TO_ANGSTROM, rel=1e-6)
+    assert dataset[1][keys.ATOMIC_NUMBER].tolist() == [6, 1, 1, 1, 1]
+    u0 = ASEDataset(path, tmp_path / "cache", energy_key="energy_U0")
+    assert u0[1][keys.ENERGY].item() == pytest.approx(-40.5 * HARTREE_TO_EV, rel=1e-12)
+    # an energy_unit that agrees with the metadata is accepted; one that contradicts it raises
+    assert ASEDataset(path, tmp_path / "c2", energy_key="gap", energy_unit="Hartree")[0][keys.ENERGY].item() == pytest.approx(
+        0.3 * HARTREE_TO_EV
+    )
+    with pytest.raises(InvalidInputError, match=r"energy_unit='eV' contradicts the unit 'Hartree' .* for 'gap'"):
+        ASEDataset(path, tmp_path / "c3", energy_key="gap", energy_unit="eV")
+
+
+def test_ase_db_absent_key_raises_naming_key_and_keys_present(tmp_path):
+    path = _schnetpack_db(tmp_path / "mols.db", {"gap": "eV", "energy_U0": "eV", "forces": "eV/Ang"})
+    with pytest.raises(InvalidInputError) as info:
+        ASEDataset(path, tmp_path / "cache", energy_key="homo")
+    message = str(info.value)
+    assert "mols.db [record row 1]: no energy entry 'homo' in this frame" in message
+    assert "row data ['energy_U0', 'forces', 'gap']" in message
+    # skipped frames are reported, not dropped silently; a dataset with no frame left raises
+    with pytest.raises(InvalidInputError, match="no valid record"):
+        ASEDataset(path, tmp_path / "cache", energy_key="homo", skip_invalid=True)
+
+
+def test_ase_db_without_units_needs_energy_unit(tmp_path):
+    path = _schnetpack_db(tmp_path / "mols.db", {})
+    with pytest.raises(InvalidInputError, match=r"\[record row 1\]: frame has an energy \('gap'\) but energy_unit was not given"):
+        ASEDataset(path, tmp_path / "cache", energy_key="gap", forces_key="forces", energy_unit=None)
+    dataset = ASEDataset(path, tmp_path / "cache", energy_key="gap", energy_unit="kcal/mol")
+    assert dataset[0][keys.ENERGY].item() == pytest.approx(0.3 * KCAL_PER_MOL_TO_EV)
+
+
+def test_ase_db_distance_unit_and_atomrefs(tmp_path):
+    refs = [0.0] * 100
+    refs[1], refs[6], refs[8] = -0.5, -37.8, -75.0
+    path = _schnetpack_db(
+        tmp_path / "mols.db", {"gap": "Ha", "energy_U0": "Ha", "forces": "Ha/Bohr"}, distance_unit="Bohr",
+        atomrefs={"energy_U0": refs},
+    )
+    dataset = ASEDataset(path, tmp_path / "cache", energy_key="energy_U0")
+    assert dataset[0][keys.POSITION][1, 1].item() == pytest.approx(0.7572 * BOHR_TO_ANGSTROM, rel=1e-6)
+    assert dataset.metadata["_distance_unit"] == "Bohr"
+    assert dataset.atom_references() == pytest.approx({1: -0.5 * HARTREE_TO_EV, 6: -37.8 * HARTREE_TO_EV, 8: -75.0 * HARTREE_TO_EV})
+    assert ASEDataset(path, tmp_path / "cache", energy_key="gap").atom_references() is None
+
+
+def test_requested_key_absent_from_xyz_raises_and_partial_energies_are_named(tmp_path):
+    path = tmp_path / "two.xyz"
+    path.write_text("1\nenergy=-1.0 U0=-3.0\nH 0 0 0\n1\nU0=-4.0\nH 0 0 0\n")
+    with pytest.raises(InvalidInputError, match=r"two.xyz \[record 0\]: no energy entry 'gap' in this frame; it has: .*'U0'"):
+        ASEDataset(path, tmp_path / "cache", energy_key="gap", energy_unit="eV")
+    # the default "energy" is optional, but not in some frames only
+    with pytest.raises(InvalidInputError, match=r"two.xyz \[record 1\]: no energy entry 'energy' in this frame, while 1 other"):
+        ASEDataset(path, tmp_path / "cache", energy_unit="eV")
+    dataset = ASEDataset(path, tmp_path / "cache", energy_unit="eV", skip_invalid=True)
+    assert len(dataset) == 1 and dataset.report.count == 1 and "record 1" in str(dataset.report.errors[0])
+    assert ASEDataset(path, tmp_path / "cache", energy_key="U0", energy_unit="eV")[1][keys.ENERGY].item() == -4.0
