@@ -215,6 +215,7 @@ def assert_equivariant(
     irreps_out: Sequence | Any = None,
     tolerance: float | None = None,
     *,
+    atol: float = 0.0,
     ntrials: int = 1,
     do_parity: bool = True,
     do_translation: bool = True,
@@ -227,9 +228,11 @@ def assert_equivariant(
     batch of 5, points of shape ``(5, 3)``; float64).
 
     Each output is judged on its own scale: its error may be at most ``tolerance`` times its own
-    largest magnitude (``max |f(x)|`` of that output; 1 for an output that is all zeros). An
-    energy of thousands of eV therefore never hides an error in the forces beside it. The
-    tolerance defaults to :data:`DEFAULT_TOLERANCE` for the dtype of each output.
+    largest magnitude (``max |f(x)|`` of that output; 1 for an output that is all zeros), plus
+    ``atol``. An energy of thousands of eV therefore never hides an error in the forces beside it.
+    The tolerance defaults to :data:`DEFAULT_TOLERANCE` for the dtype of each output. ``atol``
+    (default 0) is for outputs much smaller than the quantities they are computed from, whose
+    rounding error is set by those quantities rather than by the output itself.
 
     Raises:
         AssertionError: naming each output and transformation whose error exceeds its tolerance.
@@ -249,8 +252,9 @@ def assert_equivariant(
         scale = out.detach().abs().max().item() or 1.0
         tol = DEFAULT_TOLERANCE.get(out.dtype, 1e-5) if tolerance is None else tolerance
         for name, per_output in errors.items():
-            if not per_output[k] <= tol * scale:
-                bad.append(f"output {k} under {name}: {per_output[k]:.3g} > {tol:.1g} x its scale {scale:.3g}")
+            if not per_output[k] <= tol * scale + atol:
+                bad.append(f"output {k} under {name}: {per_output[k]:.3g} > {tol:.1g} x its scale {scale:.3g}"
+                           + (f" + atol {atol:.1g}" if atol else ""))
     if bad:
         raise AssertionError("not equivariant: " + "; ".join(bad))
     return {name: max(per_output, default=0.0) for name, per_output in errors.items()}

@@ -13,7 +13,7 @@ import eqgeo.models.baselines as baselines
 from eqgeo.models import InteratomicPotential, PropertyModel, SchNetBaseline, ViSNetBaseline, build_model
 from eqgeo.models.baselines import NeighborListDistance, NeighborListInteractionGraph
 
-from ._mixin import GRAPH, NODE, EnergyModelTests, ModelTestsMixin, random_molecule
+from ._mixin import GRAPH, NODE, EnergyModelTests, ModelTestsMixin, random_molecules
 
 SPECIES = [1, 6, 8]
 CUTOFF = 3.0
@@ -41,8 +41,7 @@ def _model(cls, mode, dtype, perturb=0.2, **kwargs):
 
 
 def _molecules(dtype, n=3, spread=1.6):
-    g = torch.Generator().manual_seed(5)
-    return [random_molecule(SPECIES, k, dtype, spread=spread, generator=g) for k in (5, 3, 6)[:n]]
+    return random_molecules(SPECIES, dtype, (5, 3, 6)[:n], seed=5, spread=spread)
 
 
 def _has_isolated_atom(mol) -> bool:

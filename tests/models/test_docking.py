@@ -45,6 +45,10 @@ class _DockingTests(ModelTestsMixin):
     index_keys = (K.ROTATABLE_BOND_INDEX,)
     statistics = ("translation_scale", "rotation_scale", "torsion_scale")
     layer, parity = "conv", "full"
+    # at initialisation the torsions (0o, from products of 1o and 1e features) are ~1e-3 while the
+    # features they come from are ~1: float32 rounding of those features sets
+    # their error, not their own size (3e-7 at most seen, natural parity)
+    equivariance_atol = {torch.float32: 2e-6}
 
     def make_model(self, dtype):
         return _model(dtype, self.layer, self.parity)

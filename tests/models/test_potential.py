@@ -5,7 +5,7 @@ from torch_geometric.data import Batch, Data
 from eqgeo.data import radius_graph
 from eqgeo.models import InteratomicPotential, dataset_statistics
 
-from ._mixin import GRAPH, NODE, EnergyModelTests, ModelTestsMixin, random_molecule
+from ._mixin import GRAPH, NODE, EnergyModelTests, ModelTestsMixin, random_molecules
 
 SPECIES = [1, 6, 8]
 
@@ -19,8 +19,7 @@ def _model(dtype, layer="conv", parity="natural", **kwargs):
 
 
 def _molecules(dtype, n=3):
-    g = torch.Generator().manual_seed(7)
-    return [random_molecule(SPECIES, k, dtype, generator=g) for k in (5, 3, 6)[:n]]
+    return random_molecules(SPECIES, dtype, (5, 3, 6)[:n], seed=7)
 
 
 class _PotentialTests(EnergyModelTests, ModelTestsMixin):

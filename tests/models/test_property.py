@@ -6,7 +6,7 @@ from torch_geometric.data import Batch, Data
 
 from eqgeo.models import DEBYE_PER_E_ANGSTROM, PropertyModel
 
-from ._mixin import GRAPH, NODE, ModelTestsMixin, random_molecule
+from ._mixin import GRAPH, NODE, ModelTestsMixin, random_molecules
 
 SPECIES = [1, 6, 7, 8]
 
@@ -22,8 +22,7 @@ def _model(dtype, layer="conv", parity="natural", **kwargs):
 
 
 def _molecules(dtype, n=3):
-    g = torch.Generator().manual_seed(3)
-    return [random_molecule(SPECIES, k, dtype, generator=g) for k in (4, 6, 3)[:n]]
+    return random_molecules(SPECIES, dtype, (4, 6, 3)[:n], seed=3)
 
 
 class _PropertyTests(ModelTestsMixin):
