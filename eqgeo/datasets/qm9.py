@@ -9,6 +9,30 @@ Sources, in order of preference when ``source=None``:
 ``source=<folder>`` reads either the standard raw files (``gdb9.sdf`` + ``gdb9.sdf.csv``, or any
 ``<name>.sdf`` + ``<name>.sdf.csv`` pair; an ``uncharacterized.txt`` next to them excludes the
 listed molecules as PyG does) or a folder of qm9pack-style CSV files (e.g. a prefix of one).
+``source=<file>`` reads one qm9pack-style CSV file, a ``<name>.sdf`` with its ``<name>.sdf.csv``,
+or an ASE database (``.db``) in schnetpack's QM9 layout:
+
+* one row per molecule, positions in ``metadata["_distance_unit"]`` (Å when absent), every
+  property in the row's ``data`` as a 1-element array, under schnetpack's names
+  (``schnetpack.datasets.QM9``): ``rotational_constant_A/B/C``, ``dipole_moment``,
+  ``isotropic_polarizability``, ``homo``, ``lumo``, ``gap``, ``electronic_spatial_extent``,
+  ``zpve``, ``energy_U0``, ``energy_U``, ``enthalpy_H``, ``free_energy``, ``heat_capacity``
+  (the short names ``A``, ``mu``, ``alpha``, ``r2``, ``U0``, ``U``, ``H``, ``G``, ``Cv`` are
+  accepted too, see :data:`ASE_DB_NAMES`);
+* the unit of every property in ``metadata["_property_unit_dict"]`` (required: schnetpack
+  writes ``GHz``, ``Debye``, ``a0 a0 a0``, ``Ha``, ``a0 a0``, ``cal/mol/K``); values are
+  converted to the units below, as for the other sources;
+* isolated-atom energies in ``metadata["atomrefs"]`` (``{property: [value per Z 0..99]}`` in
+  the property's unit), optional: where present for U0, U, H and G they must agree with
+  :data:`ATOM_REFERENCES` (they do for schnetpack, which reads the same QM9 ``atomref`` table),
+  so the atomisation targets are the same whatever the source; a database whose references
+  differ raises instead of giving other ``*_atom`` values.
+
+The database holds no QM9 index: ``idx`` is an ``index`` / ``idx`` key of the row if it has
+one, else the row id (the QM9 index only when the database holds all 133,885 molecules in QM9's
+order), and ``name`` is ``gdb_<idx>`` when ``idx`` is the QM9 index, else ``<db name>:row<id>``.
+An ``uncharacterized.txt`` next to the database excludes the listed molecules (reported) when
+``idx`` is the QM9 index. ``smiles`` is empty for database rows.
 
 Targets (``y``, float64, shape ``(1, 19)``), in PyG's order and units:
 
@@ -48,15 +72,16 @@ import importlib.util
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch_geometric.data import Data
 
 from ..data import keys as K
 from ..data.errors import InvalidInputError, SkipReport
-from ..data.units import HARTREE_TO_EV, KCAL_PER_MOL_TO_EV
+from ..data.units import HARTREE_TO_EV, KCAL_PER_MOL_TO_EV, unit_factor
 from ._cached import CachedDataset, random_split_indices
 
-__all__ = ["QM9", "TARGETS", "TARGET_UNITS", "ATOM_REFERENCES", "qm9pack_folder"]
+__all__ = ["QM9", "TARGETS", "TARGET_UNITS", "ATOM_REFERENCES", "ASE_DB_NAMES", "qm9pack_folder"]
 
 TARGETS = (
     "mu", "alpha", "homo", "lumo", "gap", "r2", "zpve", "U0", "U", "H", "G", "cv",
@@ -77,6 +102,8 @@ ATOM_REFERENCES = {
 }
 
 NUM_MOLECULES = 130_831
+#: Molecules in QM9 including the 3,054 "uncharacterized" ones (a complete ASE database).
+NUM_MOLECULES_ALL = 133_885
 STANDARD_SPLIT = (110_000, 10_000)
 
 _SYMBOLS = {"H": 1, "C": 6, "N": 7, "O": 8, "F": 9}
@@ -262,23 +289,209 @@ def _read_raw(sdf: Path, table: Path, uncharacterized: set[int], report: SkipRep
 
 
 # ------------------------------------------------------------------------------------------
+# ASE database (schnetpack's QM9 layout)
+# ------------------------------------------------------------------------------------------
+
+#: Property names looked up in an ASE database for each of the 15 direct targets, in order:
+#: schnetpack's (``schnetpack.datasets.QM9``) first, then short aliases. With the unit kind of each.
+ASE_DB_NAMES = {
+    "mu": (("dipole_moment", "mu"), "dipole"),
+    "alpha": (("isotropic_polarizability", "alpha"), "polarizability"),
+    "homo": (("homo",), "energy"),
+    "lumo": (("lumo",), "energy"),
+    "gap": (("gap",), "energy"),
+    "r2": (("electronic_spatial_extent", "r2"), "spatial_extent"),
+    "zpve": (("zpve",), "energy"),
+    "U0": (("energy_U0", "U0"), "energy"),
+    "U": (("energy_U", "U"), "energy"),
+    "H": (("enthalpy_H", "H"), "energy"),
+    "G": (("free_energy", "G"), "energy"),
+    "cv": (("heat_capacity", "Cv", "cv"), "heat_capacity"),
+    "A": (("rotational_constant_A", "A"), "frequency"),
+    "B": (("rotational_constant_B", "B"), "frequency"),
+    "C": (("rotational_constant_C", "C"), "frequency"),
+}  # fmt: skip
+_DB_ENERGIES = ("U0", "U", "H", "G")  # in ATOM_REFERENCES' column order
+_DB_INDEX_KEYS = ("index", "idx")
+# atomrefs must match QM9's table to its 6 decimals (Hartree)
+_ATOMREF_TOLERANCE_EV = 2e-6 * HARTREE_TO_EV
+
+
+def _db_value(row, name: str):
+    for container in (row.get("data") or {}, row.key_value_pairs):
+        if name in container:
+            return container[name]
+    return None
+
+
+class _DbLayout:
+    """Names, unit factors and atom references of a schnetpack-style QM9 database."""
+
+    def __init__(self, path: Path, metadata: dict, count: int) -> None:
+        source = str(path)
+        units = metadata.get("_property_unit_dict")
+        if not isinstance(units, dict) or not units:
+            raise InvalidInputError(
+                source,
+                "the database metadata has no '_property_unit_dict', so the units of its values are unknown; "
+                f"expected a schnetpack-style QM9 database (metadata keys: {sorted(metadata)})",
+            )
+        self.names, self.factors = {}, {}
+        for target, (candidates, kind) in ASE_DB_NAMES.items():
+            name = next((c for c in candidates if c in units), None)
+            if name is None:
+                raise InvalidInputError(
+                    source,
+                    f"no unit for QM9 target {target!r} in metadata _property_unit_dict (looked for {list(candidates)}); "
+                    f"it lists {sorted(units)}",
+                )
+            try:
+                self.factors[target] = unit_factor(units[name], kind)
+            except ValueError as error:
+                raise InvalidInputError(source, f"unit of {name!r} in metadata _property_unit_dict: {error}") from None
+            self.names[target] = name
+        try:
+            self.length = unit_factor(metadata.get("_distance_unit", "Ang"), "length")
+        except ValueError as error:
+            raise InvalidInputError(source, f"metadata _distance_unit: {error}") from None
+        self.full = count == NUM_MOLECULES_ALL
+        self._check_atomrefs(source, metadata.get("atomrefs"))
+
+    def _check_atomrefs(self, source: str, atomrefs) -> None:
+        """Atom references in the metadata must be QM9's (:data:`ATOM_REFERENCES`), as schnetpack's are."""
+        if atomrefs is None:
+            return
+        if not isinstance(atomrefs, dict):
+            raise InvalidInputError(source, f"metadata atomrefs is a {type(atomrefs).__name__}; expected {{property: [value per Z]}}")
+        for k, target in enumerate(_DB_ENERGIES):
+            refs = atomrefs.get(self.names[target])
+            if refs is None:
+                continue
+            for z, published in ATOM_REFERENCES.items():
+                value = float(refs[z]) * self.factors[target] if z < len(refs) else float("nan")
+                if not abs(value - published[k] * HARTREE_TO_EV) <= _ATOMREF_TOLERANCE_EV:
+                    raise InvalidInputError(
+                        source,
+                        f"metadata atomrefs[{self.names[target]!r}][{z}] = {value:.6f} eV differs from QM9's isolated-atom "
+                        f"energy {published[k] * HARTREE_TO_EV:.6f} eV ({published[k]} Ha): the {target}_atom targets would "
+                        "not be QM9's",
+                    )
+
+
+def _db_row_to_data(row, layout: _DbLayout, source: str, stem: str) -> Data:
+    record = f"row {row.id}"
+    z = [int(v) for v in row.numbers]
+    if not z:
+        raise InvalidInputError(source, "row has no atoms", record)
+    unknown = sorted({v for v in z if v not in ATOM_REFERENCES})
+    if unknown:
+        raise InvalidInputError(source, f"unknown elements (atomic numbers {unknown}; QM9 has H, C, N, O, F)", record)
+    pos = torch.tensor(np.array(row.positions, dtype=np.float64)) * layout.length
+    if not bool(torch.isfinite(pos).all()):
+        raise InvalidInputError(source, "non-finite (NaN or infinite) coordinates", record)
+    values = {}
+    for target, name in layout.names.items():
+        value = _db_value(row, name)
+        if value is None:
+            present = sorted(set(row.get("data") or {}) | set(row.key_value_pairs))
+            raise InvalidInputError(source, f"no {name!r} (QM9 target {target!r}) in the row; it has {present}", record)
+        try:
+            array = [float(v) for v in np.asarray(value, dtype=np.float64).reshape(-1)]
+        except (TypeError, ValueError):
+            raise InvalidInputError(source, f"{name!r} is not a number: {value!r}", record) from None
+        if len(array) != 1 or not math.isfinite(array[0]):
+            raise InvalidInputError(source, f"{name!r} must be one finite number, got {array}", record)
+        values[target] = array[0] * layout.factors[target]
+    refs = [sum(ATOM_REFERENCES[zi][k] for zi in z) * HARTREE_TO_EV for k in range(4)]
+    atomisation = [values[target] - ref for target, ref in zip(_DB_ENERGIES, refs)]
+    y = [values[t] for t in TARGETS[:12]] + atomisation + [values[t] for t in ("A", "B", "C")]
+    key = next((row.key_value_pairs[k] for k in _DB_INDEX_KEYS if k in row.key_value_pairs), None)
+    index = int(key) if key is not None else int(row.id)
+    data = _molecule(z, pos, y, index, "")
+    if key is None and not layout.full:
+        data[K.NAME] = f"{stem}:row{row.id}"
+    return data
+
+
+def _read_ase_db(path: Path, uncharacterized: set[int], report: SkipReport, skip_invalid: bool) -> list[Data]:
+    import ase.db
+
+    source = str(path)
+    try:
+        db = ase.db.connect(source, type="db")
+        metadata, count = dict(db.metadata), db.count()
+    except Exception as error:  # sqlite3 errors of a file that is not an ASE database
+        raise InvalidInputError(source, f"not a readable ASE database: {type(error).__name__}: {error}") from None
+    layout = _DbLayout(path, metadata, count)
+    graphs = []
+    for row in db.select():
+        data = report.guard(lambda: _db_row_to_data(row, layout, source, path.stem), skip_invalid)
+        if data is None:
+            continue
+        if uncharacterized and data[K.NAME].startswith("gdb_") and int(data[K.MOLECULE_INDEX]) in uncharacterized:
+            report.add(InvalidInputError(source, "listed in uncharacterized.txt (failed QM9's geometry consistency check)", f"row {row.id}"))
+            continue
+        graphs.append(data)
+    return graphs
+
+
+# ------------------------------------------------------------------------------------------
 # the dataset
 # ------------------------------------------------------------------------------------------
 
 
+_EXPECTED = (
+    "a folder holding <name>.sdf + <name>.sdf.csv (e.g. gdb9.sdf) or qm9pack-style CSV files, or one file: "
+    "an ASE database (.db, schnetpack's QM9 layout), a qm9pack-style CSV file, or a <name>.sdf with its "
+    "<name>.sdf.csv next to it"
+)
+
+
+def _is_sqlite(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return handle.read(16) == b"SQLite format 3\x00"
+
+
+def _source_file(path: Path) -> tuple[str, list[Path]]:
+    """The kind and files of a ``source`` that is a file (see :func:`_find_source`)."""
+    if path.suffix.lower() == ".db" or _is_sqlite(path):
+        if not _is_sqlite(path):
+            raise InvalidInputError(path, "QM9 source is a .db file but not an SQLite (ASE) database")
+        extra = [path.parent / "uncharacterized.txt"] if (path.parent / "uncharacterized.txt").exists() else []
+        return "asedb", [path, *extra]
+    if path.suffix.lower() == ".sdf":
+        table = path.with_name(path.name + ".csv")
+        if not table.is_file():
+            raise InvalidInputError(path, f"QM9 source is an SDF file but its table {table.name} is not next to it")
+        extra = [path.parent / "uncharacterized.txt"] if (path.parent / "uncharacterized.txt").exists() else []
+        return "raw", [path, table, *extra]
+    if path.suffix.lower() == ".csv":
+        if _is_qm9pack_csv(path):
+            return "csv", [path]
+        sdf = path.with_name(path.name[: -len(".csv")])
+        if sdf.suffix.lower() == ".sdf" and sdf.is_file():
+            return _source_file(sdf)
+        raise InvalidInputError(
+            path, f"QM9 source is a CSV file but not a qm9pack one (its header does not start with {_CSV_HEADER_START})"
+        )
+    raise InvalidInputError(path, f"QM9 source is a file that QM9 does not read; expected {_EXPECTED}")
+
+
 def _find_source(source: str | Path | None) -> tuple[str, list[Path]]:
-    """``("raw", [sdf, csv, (uncharacterized)])`` or ``("csv", [csv files])``."""
+    """``("raw", [sdf, csv, (uncharacterized)])``, ``("csv", [csv files])`` or ``("asedb", [db, (uncharacterized)])``."""
     if source is None:
         folder = qm9pack_folder()
         if folder is None:
             raise FileNotFoundError(
                 "QM9 needs its data: `pip install eqgeo[qm9]` (the qm9pack==1.0.3 wheel), or pass "
-                "source=<folder> holding gdb9.sdf and gdb9.sdf.csv (or qm9pack-style CSV files)"
+                f"source=<path>: {_EXPECTED}"
             )
         return "csv", sorted(p for p in folder.glob("qm9_part*.csv"))
     folder = Path(source)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"QM9 source folder {folder} does not exist")
+    if not folder.exists():
+        raise FileNotFoundError(f"QM9 source {folder} does not exist; expected {_EXPECTED}")
+    if folder.is_file():
+        return _source_file(folder)
     for sdf in sorted(folder.glob("*.sdf")):
         table = sdf.with_name(sdf.name + ".csv")
         if table.exists():
@@ -286,7 +499,9 @@ def _find_source(source: str | Path | None) -> tuple[str, list[Path]]:
             return "raw", [sdf, table, *extra]
     files = sorted(p for p in folder.glob("*.csv") if _is_qm9pack_csv(p))
     if not files:
-        raise FileNotFoundError(f"{folder} holds neither <name>.sdf + <name>.sdf.csv nor qm9pack-style CSV files")
+        dbs = sorted(p.name for p in folder.glob("*.db"))
+        hint = f"; to read an ASE database pass the file itself, e.g. source={folder / dbs[0]}" if dbs else ""
+        raise FileNotFoundError(f"{folder} holds neither <name>.sdf + <name>.sdf.csv nor qm9pack-style CSV files{hint}")
     return "csv", files
 
 
@@ -296,7 +511,9 @@ class QM9(CachedDataset):
     Args:
         root: cache folder (default ``<cache root>/qm9``, see
             :func:`eqgeo.datasets.default_cache_root`).
-        source: ``None`` (the installed qm9pack wheel) or a folder of raw or qm9pack-style files.
+        source: ``None`` (the installed qm9pack wheel), a folder of raw or qm9pack-style files,
+            or one file: an ASE database (``.db``, schnetpack's QM9 layout), a qm9pack-style CSV
+            file, or a ``<name>.sdf`` with ``<name>.sdf.csv`` next to it (see the module docstring).
         subset: keep a seeded random sample of this many molecules (for quick runs); the
             cache holds the whole source.
         subset_seed: seed of that sample.
@@ -338,6 +555,10 @@ class QM9(CachedDataset):
         return {"kind": self.source_kind, "skip_invalid": self.skip_invalid}
 
     def read(self, report: SkipReport) -> list[Data]:
+        if self.source_kind == "asedb":
+            db, *extra = self._files
+            uncharacterized = _read_uncharacterized(extra[0]) if extra else set()
+            return _read_ase_db(db, uncharacterized, report, self.skip_invalid)
         if self.source_kind == "raw":
             sdf, table, *extra = self._files
             uncharacterized = _read_uncharacterized(extra[0]) if extra else set()
