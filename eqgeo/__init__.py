@@ -27,7 +27,9 @@ _LAZY_SUBMODULES = {
     "train": "the python -m eqgeo.train entry point",
 }
 
-__all__ = ["o3", *_LAZY_SUBMODULES, "__version__"]
+__all__ = [
+    "o3", "nn", "data", "datasets", "models", "testing", "calculators", "training", "demo", "train", "__version__",
+]  # fmt: skip
 
 
 def __getattr__(name: str):

@@ -24,7 +24,7 @@ print(json.dumps({"before": before, "after": after, "dim": irreps.dim, "conv": c
 
 def test_subpackages_after_plain_import_and_lazy():
     """A fresh interpreter: only ``import eqgeo``, then attribute access (no ``import eqgeo.nn``)."""
-    done = subprocess.run([sys.executable, "-c", _CHECK], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", _CHECK], check=False, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["dim"] == 5 and result["conv"] == "EquivariantConv" and result["dir"]
@@ -47,6 +47,6 @@ def test_training_is_listed():
 
 def test_unknown_attribute_raises_attribute_error():
     with pytest.raises(AttributeError, match=r"module 'eqgeo' has no attribute 'nope'; its subpackages are \[.*'nn'"):
-        eqgeo.nope
+        _ = eqgeo.nope
     assert not hasattr(eqgeo, "nope")
     assert eqgeo.__version__
