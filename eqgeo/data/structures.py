@@ -255,7 +255,12 @@ def _read_db_frames(path: Path, index: str) -> tuple[list[tuple[str, Atoms]], di
         raise InvalidInputError(path, f"metadata _distance_unit: {error}") from None
     try:
         with ase.db.connect(str(path), serial=True) as db:
-            selection = string2index(index) if isinstance(index, str) else index
+            selection = index
+            if isinstance(index, str):
+                try:
+                    selection = string2index(index)
+                except ValueError:  # not a slice: kept as a query string
+                    selection = index
             if isinstance(selection, str):  # an ASE database query, e.g. "natoms<10"
                 rows = list(db.select(selection))
             else:

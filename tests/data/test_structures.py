@@ -94,6 +94,9 @@ def test_ase_json_database_rows_with_data(tmp_path):
     frames = read_structures(path, energy_key="homo", energy_unit="Hartree", require_energy=True)
     assert [f[keys.ENERGY].item() for f in frames] == pytest.approx([-0.4 * 27.211386246, -0.5 * 27.211386246])
     assert frames[1][keys.NAME] == "rows:row 2"
+    # index: a slice of the rows, or an ASE database query
+    assert [f[keys.NAME] for f in read_structures(path, index="1:", energy_key="homo", energy_unit="Ha")] == ["rows:row 2"]
+    assert [f[keys.NAME] for f in read_structures(path, index="dipole_set=1", energy_key="homo", energy_unit="Ha")] == ["rows:row 1"]
     with pytest.raises(InvalidInputError, match=r"rows.json \[record row 1\]: no energy entry 'lumo' .*"
                        r"row key_value_pairs \['dipole_set'\]; row data \['homo'\]"):
         read_structures(path, energy_key="lumo", energy_unit="Hartree", require_energy=True)
