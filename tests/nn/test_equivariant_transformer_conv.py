@@ -9,7 +9,21 @@ from eqgeo.o3 import Irreps
 from eqgeo.testing import NodeIndex, Nodes, assert_equivariant
 
 from ._checks import compiles_without_graph_breaks, round_trips
-from .test_equivariant_conv import edge_vectors, radius_edges, random_graph
+from .test_equivariant_conv import (
+    VARIANCE_IRREPS,
+    default_dtype,
+    e3nn_linear,
+    edge_messages,
+    edge_vectors,
+    jittered_lattice,
+    mean_squares,
+    output_block_means,
+    per_edge_weights,
+    polynomial_envelope,
+    radius_edges,
+    random_graph,
+    variance_band_failures,
+)
 
 IN, OUT = "4x0e+2x1o+2x1e+1x2e", "4x0e+2x1o+2x2e+2x0o"
 CUTOFF = 3.0
@@ -20,22 +34,40 @@ def make(dtype=torch.float64, irreps_in=IN, irreps_out=OUT, **kwargs) -> Equivar
     return EquivariantTransformerConv(irreps_in, irreps_out, **kwargs).to(dtype)
 
 
-def edge_terms(att: EquivariantTransformerConv, x, edge_index, edge_vec):
-    """Envelope, logits ``(num_edges, heads)`` and values of each edge, from the layer's parts."""
-    enc = att.edge_encoder
-    r = edge_vec.norm(dim=-1)
-    f = enc.cutoff_fn(r)
-    m = att.tp(x[edge_index[0]], enc.sh(edge_vec), att.radial_mlp(enc.radial_embedding(r)) * f[:, None])
+# ----------------------------------------------------------------------------- independent reference
+# As for EquivariantConv (see test_equivariant_conv.py): basis, envelope and radial MLP from their
+# formulas, harmonics, tensor product and linear maps from e3nn loaded with the layer's weight values,
+# the softmax written out node by node. ``mistake`` plants one known error (negative controls).
+MISTAKES = {
+    "harmonics_norm": "'norm' harmonics instead of 'component'",
+    "l1_order": "l=1 harmonics in the order (y, z, x) instead of e3nn's (x, y, z)",
+    "path_order": "the tensor product's paths (and flat weights) ordered by output irrep",
+    "activation_constant": "radial MLP without the 1/sqrt(E[silu(z)^2]) of its activation",
+    "logit_scale": "logits divided by key_dim instead of its square root",
+    "envelope_once": "alpha without the envelope's outer factor (only inside the softmax)",
+    "heads_interleaved": "head h owning the channels h, h + H, ... of each block instead of a contiguous range",
+}
+
+
+def edge_terms(att: EquivariantTransformerConv, x, edge_index, edge_vec, *, mistake=None, **radial):
+    """Envelope, logits ``(num_edges, heads)`` and values of each edge, from independent pieces."""
+    e3nn_o3 = pytest.importorskip("e3nn.o3")
+    targets = [ir for _, ir in e3nn_o3.Irreps(str(att.irreps_out))] + [e3nn_o3.Irrep("0e")]  # keys need 0e
+    m, irreps_mid = edge_messages(e3nn_o3, att, x[edge_index[0]], edge_vec, targets, mistake=mistake, **radial)
+    f = polynomial_envelope(edge_vec.norm(dim=-1), radial.get("cutoff", CUTOFF))
     H, d = att.heads, att.key_dim
-    q = att.query(x).view(-1, H, d)
-    k = att.key(m).view(-1, H, d)
-    logits = torch.einsum("ehd,ehd->eh", q[edge_index[1]], k) / math.sqrt(d)
-    return f, logits, att.value(m)
+    irreps_qk = f"{H * d}x0e"
+    q = e3nn_linear(e3nn_o3, att.irreps_in, irreps_qk, att.query.weight)(x).view(-1, H, d)
+    k = e3nn_linear(e3nn_o3, irreps_mid, irreps_qk, att.key.weight)(m).view(-1, H, d)
+    scale = d if mistake == "logit_scale" else math.sqrt(d)
+    logits = torch.einsum("ehd,ehd->eh", q[edge_index[1]], k) / scale
+    return f, logits, e3nn_linear(e3nn_o3, irreps_mid, att.irreps_out, att.value.weight)(m)
 
 
-def reference(att: EquivariantTransformerConv, x, edge_index, edge_vec):
+def reference(att: EquivariantTransformerConv, x, edge_index, edge_vec, *, mistake=None, **radial):
     """The docstring's equations, node by node: (output, alpha)."""
-    f, logits, v = edge_terms(att, x, edge_index, edge_vec)
+    e3nn_o3 = pytest.importorskip("e3nn.o3")
+    f, logits, v = edge_terms(att, x, edge_index, edge_vec, mistake=mistake, **radial)
     H = att.heads
     alpha = torch.zeros_like(logits)
     agg = torch.zeros(x.shape[0], att.irreps_out.dim, dtype=x.dtype)
@@ -44,11 +76,16 @@ def reference(att: EquivariantTransformerConv, x, edge_index, edge_vec):
         if len(e) == 0:
             continue
         weights = f[e, None] * logits[e].exp()
-        alpha[e] = f[e, None] * weights / weights.sum(dim=0)
+        outer = 1.0 if mistake == "envelope_once" else f[e, None]
+        alpha[e] = outer * weights / weights.sum(dim=0)
         for sl, (mul, ir) in zip(att.irreps_out.slices(), att.irreps_out):
-            vh = v[e, sl].reshape(len(e), H, mul // H, ir.dim)
+            if mistake == "heads_interleaved":
+                vh = v[e, sl].reshape(len(e), mul // H, H, ir.dim).transpose(1, 2)
+            else:
+                vh = v[e, sl].reshape(len(e), H, mul // H, ir.dim)
             agg[i, sl] = (alpha[e, :, None, None] * vh).sum(dim=0).reshape(-1)
-    return att.output(agg) + att.self_connection(x), alpha
+    out = e3nn_linear(e3nn_o3, att.irreps_out, att.irreps_out, att.output.weight)(agg)
+    return out + e3nn_linear(e3nn_o3, att.irreps_in, att.irreps_out, att.self_connection.weight)(x), alpha
 
 
 def test_equivariance_rotation_reflection_translation_permutation(dtype):
@@ -67,7 +104,7 @@ def test_equivariance_rotation_reflection_translation_permutation(dtype):
     assert set(errors) == {"rotation", "reflection", "translation", "permutation"}
 
 
-def test_matches_node_by_node_definition():
+def test_matches_node_by_node_definition_from_independent_parts():
     att = make()
     x, pos, edge_index = random_graph(n=10)
     edge_vec = edge_vectors(pos, edge_index)
@@ -79,13 +116,29 @@ def test_matches_node_by_node_definition():
     assert not any(isinstance(v, torch.Tensor) for v in vars(att).values())  # alpha is returned, not kept
 
 
+@pytest.mark.parametrize("mistake", list(MISTAKES))
+def test_reference_with_a_planted_mistake_differs(mistake):
+    # negative control of the test above: each piece of the reference matters (tolerances 1e-12, 1e-13;
+    # measured differences 0.19 to 1.8 in the output or alpha)
+    att = make()
+    x, pos, edge_index = random_graph(n=10)
+    edge_vec = edge_vectors(pos, edge_index)
+    out, (_, alpha) = att(x, edge_index, edge_vec, return_attention_weights=True)
+    wrong_out, wrong_alpha = reference(att, x, edge_index, edge_vec, mistake=mistake)
+    difference = max((out - wrong_out).abs().max(), (alpha - wrong_alpha).abs().max())
+    assert difference > 1e-3, MISTAKES[mistake]
+
+
 def test_far_from_the_cutoff_it_is_pyg_softmax():
     # with the envelope ~ 1 (1 - 2e-20 here) the weights are PyG's softmax over each node's incoming edges
-    att = make(cutoff=1e4, basis="gaussian")  # Bessel functions would be ~1e-4 at r << cutoff
+    # Bessel functions would be ~1e-4 at r << cutoff. Built in float64: GaussianBasis computes its
+    # centres in the default dtype (see test_gaussian_basis_keeps_float32_constants_after_to_float64)
+    with default_dtype(torch.float64):
+        att = make(cutoff=1e4, basis="gaussian")
     x, pos, edge_index = random_graph()
     edge_vec = edge_vectors(pos, edge_index)
     _, (_, alpha) = att(x, edge_index, edge_vec, return_attention_weights=True)
-    _, logits, _ = edge_terms(att, x, edge_index, edge_vec)
+    _, logits, _ = edge_terms(att, x, edge_index, edge_vec, cutoff=1e4, basis="gaussian")
     assert logits.std() > 0.1  # the logits are not all equal: the test says something
     torch.testing.assert_close(alpha, softmax(logits, edge_index[1]), atol=1e-12, rtol=0)
 
@@ -100,7 +153,8 @@ def test_three_node_line_isolated_node_and_heads():
     torch.testing.assert_close(out[3], att.self_connection(x[3]), atol=1e-14, rtol=0)  # no neighbours
     torch.testing.assert_close(out, reference(att, x, edge_index, edge_vec)[0], atol=1e-12, rtol=0)
     # nodes 0 and 2 have one neighbour each: weight = envelope for every head
-    f = att.edge_encoder.cutoff_fn(edge_vec.norm(dim=-1))
+    f = polynomial_envelope(edge_vec.norm(dim=-1), CUTOFF)
+    assert (f < 0.99).all()  # ~0.98: alpha = f differs from 1 and from f^2 by far more than the tolerance
     torch.testing.assert_close(alpha[[0, 3]], f[[0, 3], None].expand(2, 2), atol=1e-14, rtol=0)
     # node 1 has two: the heads weigh them differently
     assert (alpha[1:3, 0] - alpha[1:3, 1]).abs().max() > 1e-4
@@ -210,32 +264,104 @@ def test_repr_and_weight_count():
     assert repr(att) == (
         "EquivariantTransformerConv(4x0e+2x1o -> 4x0e+2x1o | sh 1x0e+1x1o, 2 heads, cutoff=5, 5532 weights)"
     )
-    n_mid0 = sum(mul for mul, ir in att.irreps_mid if str(ir) == "0e")
-    assert n_mid0 == 6  # 4x0e x 0e and 2x1o x 1o
-    expected = (
-        8 * 64 + 64 * 64 + 64 * att.tp.weight_numel  # radial MLP
-        + 4 * 8  # queries: 4x0e -> 8x0e
-        + n_mid0 * 8  # keys
-        + att.value.weight_numel
-        + 4 * 4 + 2 * 2  # output (mixes heads)
-        + 4 * 4 + 2 * 2  # self-connection
-    )
-    assert expected == 5532
+    # paths into 0e and 1o: 0e x 0e -> 0e, 0e x 1o -> 1o (4 weights each), 1o x 0e -> 1o, 1o x 1o -> 0e
+    # (2 each; 1o x 1o -> 1e is no target): 12 per-edge weights, mid = 6x0e + 6x1o
+    assert att.tp.weight_numel == 12 and att.irreps_mid.sort().irreps.simplify() == Irreps("6x0e+6x1o")
+    counts = {
+        "radial_mlp": 8 * 64 + 64 * 64 + 64 * 12,
+        "query": 4 * 8,  # 4x0e -> (2 heads x 4)x0e
+        "key": 6 * 8,  # mid 6x0e -> 8x0e
+        "value": 6 * 4 + 6 * 2,  # mid -> 4x0e+2x1o
+        "output": 4 * 4 + 2 * 2,  # mixes the heads
+        "self_connection": 4 * 4 + 2 * 2,
+    }
+    for name, count in counts.items():
+        assert sum(p.numel() for p in getattr(att, name).parameters()) == count, name
+    assert sum(counts.values()) == sum(p.numel() for p in att.parameters()) == 5532
 
 
-def test_unit_variance_at_init():
-    irreps = "16x0e+8x1o+4x2e"
-    n = 200
-    pos = torch.rand(n, 3) * 8.0  # float32: fast, and precise enough for moments
-    edge_index = radius_edges(pos, 3.0)
-    x = Irreps(irreps).randn(n, -1)
-    outs = []
-    for _ in range(4):
-        att = make(torch.float32, irreps_in=irreps, irreps_out=irreps, heads=4, key_dim=8, radial_hidden=64)
-        outs.append(att(x, edge_index, edge_vectors(pos, edge_index)))
-    y = torch.cat(outs)
-    for sl, (mul, ir) in zip(Irreps(irreps).slices(), Irreps(irreps)):
-        assert 0.6 < y[:, sl].pow(2).mean().item() < 1.8, (ir, y[:, sl].pow(2).mean().item())
+def attention_variance_parts(value_scale=lambda effective_degree: 1.0, draws: int = 6):
+    """Mean squares per irrep of VARIANCE_IRREPS of the self-connection, the attention part and the output,
+    and the attention part's expected value, over ``draws`` initialisations (``value_scale`` multiplies
+    the value weights: the negative controls)."""
+    pos = jittered_lattice()
+    edge_index = radius_edges(pos, CUTOFF)
+    edge_vec = edge_vectors(pos, edge_index)
+    n = pos.shape[0]
+    r = edge_vec.norm(dim=-1)
+    f = polynomial_envelope(r, CUTOFF)
+    f_sum = torch.zeros(n).index_add(0, edge_index[1], f)  # sum_k f_ik: the effective number of neighbours
+    uniform_alpha = f**2 / f_sum[edge_index[1]]  # alpha at logits 0
+    effective_degree = f_sum.mean().item()
+    assert 6 < effective_degree < 12  # 8.0
+    x = VARIANCE_IRREPS.randn(n, -1)
+    parts = dict.fromkeys(("self", "attention", "total", "expected_attention"), 0.0)
+    with torch.no_grad():
+        for _ in range(draws):
+            att = make(
+                torch.float32, irreps_in=VARIANCE_IRREPS, irreps_out=VARIANCE_IRREPS, heads=4, key_dim=8,
+                radial_hidden=64,
+            )
+            att.value.weight.mul_(value_scale(effective_degree))
+            y, s = att(x, edge_index, edge_vec), att.self_connection(x)
+            w2 = per_edge_weights(att, r).pow(2)  # from the formulas, not the layer
+            values = output_block_means(w2, att.irreps_mid, VARIANCE_IRREPS)  # values' mean square per edge
+            expected = (uniform_alpha[:, None] ** 2 * values).sum(dim=0) / n
+            for key, value in (("self", mean_squares(s, VARIANCE_IRREPS)),
+                               ("attention", mean_squares(y - s, VARIANCE_IRREPS)),
+                               ("total", mean_squares(y, VARIANCE_IRREPS)), ("expected_attention", expected)):
+                parts[key] = parts[key] + value / draws
+    return parts
+
+
+# the attention share over its "uniform attention" estimate: measured 0.99 to 1.25 (5 lattices), see below
+ATTENTION_BAND = (0.8, 1.5)
+
+
+def test_variance_at_init_self_connection_is_one_and_attention_share_matches_the_uniform_attention_estimate():
+    """Unit-variance inputs on a jittered lattice (float32, 6 draws of the weights).
+
+    Expected mean square per component of each output irrep, over the inputs and the initial weights:
+
+    - self-connection: 1 (a Linear with N(0, 1) weights and 1/sqrt(fan_in) keeps unit variance).
+    - attention part: sum_j alpha_ij^2 <v_ij^2>, averaged over the nodes i. The values' mean square is
+      that of the per-edge weights w = MLP(B(r) f(r)) f(r) (the component-normalised tensor product and
+      the Linear maps keep mean squares; see the EquivariantConv test), and values of distinct
+      neighbours are uncorrelated. At init the logits are small (std ~0.12), so the attention is nearly
+      uniform: alpha_ij ~ f_ij^2 / sum_k f_ik (sum_k f_ik ~ 8 here), and sum_j alpha_ij^2 ~ 0.05 on
+      average: a weighted mean of many neighbours has a small fraction of their mean square. The test
+      computes this estimate from the formulas: ~0.003 here (the values' mean square is ~0.015 on
+      average, more on the short edges, which also get the larger weights). The measured share is 0 to
+      25 % above it (seeds 0-4: ratios 0.99 to 1.25) because the logits vary most on the short edges,
+      whose values are the largest (keys and values both grow with w), so the weights are a little
+      uneven where it matters.
+    - output: 1 + the attention share (independent zero-mean weights: no cross term).
+
+    Bands: as for EquivariantConv, with the attention share over its estimate in ATTENTION_BAND.
+    Values 2x too large, or summed without the softmax's denominator, miss it (negative controls below).
+    Measured (seed 0): self-connection 1.01, 1.03, 0.99 (0e, 1o, 2e); attention 0.0038, 0.0040, 0.0039
+    against expected 0.0033, 0.0034, 0.0034; output 1.02, 1.04, 1.00.
+    """
+    parts = attention_variance_parts()
+    assert variance_band_failures(parts, "attention", ATTENTION_BAND) == [], parts
+    expected = parts["expected_attention"]
+    assert ((0.0005 < expected) & (expected < 0.01)).all(), expected  # measured 0.0024 to 0.0036
+
+
+@pytest.mark.parametrize(
+    "value_scale",
+    [lambda degree: degree, lambda degree: math.sqrt(degree), lambda degree: 2.0],
+    ids=["softmax_without_denominator", "convolution_normalisation_instead_of_softmax", "values_twice_too_large"],
+)
+def test_variance_bands_catch_a_wrong_attention_normalisation(value_scale):
+    # negative controls, emulated through the value weights (the output is linear in them). At logits ~ 0,
+    # - without the softmax's denominator, sum_j f_ij^2 e^a v_ij is the layer's output times
+    #   sum_k f_ik e^a_ik ~ the effective degree D (~8): values x D, mean square ~D^2 (measured 74x to 90x);
+    # - a convolution's sum_j f_ij v_ij / sqrt(D) instead of the softmax average: values x sqrt(D),
+    #   mean square ~D (measured 9x to 11x);
+    # - values 2x too large: 4x (measured 4.6x to 5.6x; even values x sqrt(2) give 2.3x to 2.8x, out of band).
+    failures = variance_band_failures(attention_variance_parts(value_scale, draws=3), "attention", ATTENTION_BAND)
+    assert sum(f.startswith("attention part") for f in failures) == len(VARIANCE_IRREPS), failures
 
 
 def test_bad_construction_names_the_irreps():
