@@ -159,6 +159,15 @@ class GaussianBasis(torch.nn.Module):
             self.centers.copy_(torch.linspace(self.start, self.stop, self.num_basis, dtype=torch.float64))
             self.widths.fill_(self.width)
 
+    def _apply(self, fn, recurse=True):
+        # Fixed centres and widths are constants of (start, stop, width): after a dtype change
+        # (module.double()) they are recomputed in the new dtype instead of keeping the rounding
+        # of the old one (float32 centres moved to float64 are 1e-8 off).
+        module = super()._apply(fn, recurse)
+        if not self.trainable:
+            self.reset_parameters()
+        return module
+
     def forward(self, r: torch.Tensor) -> torch.Tensor:
         """Basis values at distances ``r`` (``(...)``) as ``(..., num_basis)``."""
         return torch.exp(-0.5 * ((r[..., None] - self.centers) / self.widths).pow(2))

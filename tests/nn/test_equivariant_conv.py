@@ -224,12 +224,8 @@ def test_gaussian_basis_matches_the_definition():
     torch.testing.assert_close(conv(x, edge_index, edge_vec), expected, atol=1e-12, rtol=0)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known bug: GaussianBasis computes its centres and widths in the default dtype at construction, and "
-    ".to(float64) keeps them rounded to float32 (relative 1e-8; outputs off by ~3e-8). Remove this mark "
-    "once eqgeo/nn/radial.py computes them in float64."
-))
-def test_gaussian_basis_keeps_float32_constants_after_to_float64():
+def test_gaussian_basis_is_exact_after_to_float64():
+    """Fixed Gaussian centres are recomputed on a dtype change (float32 ones moved to float64 were 1e-8 off)."""
     conv = make(basis="gaussian")  # built in float32, then .to(float64)
     x, pos, edge_index = random_graph(n=10)
     edge_vec = edge_vectors(pos, edge_index)
