@@ -6,17 +6,26 @@
     eqgeo-train --multirun model.channels=16,32   # a sweep
     eqgeo-train ckpt_path=runs/.../checkpoints/last.ckpt   # resume after a kill
     eqgeo-train trainer.devices=4 trainer.strategy=ddp      # data-parallel on 4 GPUs (or CPU processes)
+    eqgeo-train marker.path=epoch0.json                     # a file written once epoch 0 has ended
+
+Under DDP the processes Lightning starts end with the ``eqgeo-train`` process that started them,
+however it ends (a SIGKILL included), and a rendezvous that cannot complete fails after
+``trainer.rendezvous_timeout_s`` (default 300 s) with a message naming what it waited for.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import hydra
@@ -25,10 +34,12 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from ..models.property import target_statistics
+from .callbacks import EpochMarker
 from .datamodules import QM9DataModule
 from .docking import DockingDataModule, DockingTask
 from .plots import learning_curves, parity_plot
@@ -97,14 +108,134 @@ def _check_checkpoint(path: Path) -> None:
 
 
 def _config_hash(cfg: DictConfig) -> str:
-    text = OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, [k for k in cfg if k not in ("run_dir", "ckpt_path")]), resolve=True)
+    """Hash of the options that decide what a run computes: not where it writes, where it resumes from,
+    its marker file or how long its DDP processes wait for each other."""
+    kept = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in ("run_dir", "ckpt_path", "marker")])
+    if "trainer" in kept and "rendezvous_timeout_s" in kept.trainer:
+        kept.trainer = OmegaConf.masked_copy(kept.trainer, [k for k in kept.trainer if k != "rendezvous_timeout_s"])
+    text = OmegaConf.to_yaml(kept, resolve=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 # Environment variable holding the job that the DDP processes Lightning starts from this one run.
 _DDP_JOB = "EQGEO_DDP_JOB"
-# What Lightning's launcher sets in the launching process's environment, and _DDP_JOB.
-_LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", _DDP_JOB)
+# Environment variable holding the process id of the eqgeo-train process that starts them (the launcher).
+_LAUNCHER_PID = "EQGEO_DDP_LAUNCHER_PID"
+# What Lightning's launcher sets in the launching process's environment, _DDP_JOB and _LAUNCHER_PID.
+_LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", _DDP_JOB, _LAUNCHER_PID)
+# Seconds a DDP process waits for the rendezvous (trainer.rendezvous_timeout_s) when the config does not say.
+_RENDEZVOUS_TIMEOUT_S = 300.0
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _set_parent_death_signal(signum: int) -> bool:
+    """Linux: have the kernel send ``signum`` to this process when its parent ends (``PR_SET_PDEATHSIG``)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _launcher_alive(pid: int, is_parent: bool) -> bool:
+    if is_parent:  # once the parent ends, this process is handed to another one
+        return os.getppid() == pid
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _launcher_gone(pid: int) -> None:
+    rank = os.environ.get("LOCAL_RANK", "?")
+    with contextlib.suppress(OSError):
+        os.write(2, f"eqgeo-train: DDP process LOCAL_RANK={rank} ends: the eqgeo-train process that started it "
+                    f"(pid {pid}) has ended\n".encode())
+    os._exit(1)
+
+
+def _end_with_launcher(launcher_pid: int, *, parent_death_signal: bool = True, poll_s: float = 1.0) -> None:
+    """Makes this DDP process end when the ``eqgeo-train`` process that started it (``launcher_pid``) ends,
+    however that ends: a launcher killed with SIGKILL runs no clean-up, and the processes it started
+    would otherwise stay, training alone or waiting in ``init_process_group`` for a peer that is gone.
+
+    On Linux, when the launcher is this process's parent, the kernel sends SIGKILL as it ends
+    (``PR_SET_PDEATHSIG``; a SIGKILL, because a process blocked in a collective or in the rendezvous
+    runs no Python signal handler). Everywhere, a daemon thread checks the launcher every ``poll_s``
+    seconds and ends this process when it is gone. A launcher that ended before this was called is
+    caught by the first check, made at once.
+    """
+    is_parent = os.getppid() == launcher_pid
+    if parent_death_signal and is_parent:
+        _set_parent_death_signal(signal.SIGKILL)
+    if not _launcher_alive(launcher_pid, is_parent):
+        _launcher_gone(launcher_pid)
+
+    def watch() -> None:
+        while _launcher_alive(launcher_pid, is_parent):
+            time.sleep(poll_s)
+        _launcher_gone(launcher_pid)
+
+    threading.Thread(target=watch, name="eqgeo-launcher-watch", daemon=True).start()
+
+
+class DDPRendezvousError(RuntimeError):
+    """The processes of a DDP job did not all meet in ``torch.distributed.init_process_group``."""
+
+
+class _RendezvousBoundedDDP(DDPStrategy):
+    """Lightning's DDP strategy whose rendezvous (``init_process_group``: the TCP store global rank 0
+    serves, and every process joining it) fails after ``rendezvous_timeout`` seconds with a message
+    naming what it waited for, instead of after torch's 30 minutes (and more: the TCP store retries).
+    Collectives keep the strategy's ``timeout`` once the process group stands."""
+
+    def __init__(self, *args, rendezvous_timeout: float = _RENDEZVOUS_TIMEOUT_S, **kwargs) -> None:
+        if not rendezvous_timeout > 0:
+            raise ValueError(f"trainer.rendezvous_timeout_s must be positive, got {rendezvous_timeout}")
+        super().__init__(*args, **kwargs)
+        self.rendezvous_timeout = float(rendezvous_timeout)
+
+    def setup_distributed(self) -> None:
+        collectives = self._timeout
+        self._timeout = timedelta(seconds=self.rendezvous_timeout)
+        try:
+            super().setup_distributed()
+        except RuntimeError as error:  # torch's DistError (store timeouts, refused connections) is one
+            raise DDPRendezvousError(self._rendezvous_message(error)) from error
+        finally:
+            self._timeout = collectives
+        if collectives is not None:
+            from torch.distributed import distributed_c10d
+
+            if hasattr(distributed_c10d, "_set_pg_timeout"):
+                distributed_c10d._set_pg_timeout(collectives)
+
+    def _rendezvous_message(self, error: Exception) -> str:
+        env = self.cluster_environment
+        rank, world = self.global_rank, self.world_size
+        store = f"{env.main_address}:{env.main_port}" if env is not None else "MASTER_ADDR:MASTER_PORT"
+        if rank == 0:
+            waited = f"the job's {world - 1} other process(es) to join the TCP store it serves at {store}"
+        else:
+            waited = f"the TCP store of global rank 0 at {store} and the job's other processes to join it"
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        return (
+            f"DDP rendezvous failed (trainer.rendezvous_timeout_s={self.rendezvous_timeout:g}): global rank {rank} of "
+            f"{world} waited in torch.distributed.init_process_group for {waited}; {type(error).__name__}: {reason}. "
+            "The other processes may have ended or never started (see their output); for a slow start allow more "
+            "time with trainer.rendezvous_timeout_s=<seconds>"
+        )
+
+
+def _bounded_rendezvous(strategy: DDPStrategy, timeout: float) -> _RendezvousBoundedDDP:
+    """A :class:`_RendezvousBoundedDDP` with the settings of Lightning's ``strategy`` (chosen by name)."""
+    return _RendezvousBoundedDDP(rendezvous_timeout=timeout, process_group_backend=strategy._process_group_backend,
+                                 timeout=strategy._timeout, start_method=strategy._start_method, **strategy._ddp_kwargs)
 
 
 @contextlib.contextmanager
@@ -115,7 +246,8 @@ def _launched_ddp_job(cfg: DictConfig, trainer: L.Trainer):
     eqgeo.training.train``) with ``LOCAL_RANK`` set. They read the job's resolved config and working
     directory from ``$EQGEO_DDP_JOB`` and run it as it is (:func:`main`) instead of composing a config
     from the command line, which under ``--multirun`` would start the whole sweep again and could
-    resolve ``${now:...}`` to another folder. Afterwards the process group and the launcher's
+    resolve ``${now:...}`` to another folder, and end when this process ends (``$EQGEO_DDP_LAUNCHER_PID``,
+    :func:`_end_with_launcher`). Afterwards the process group and the launcher's
     environment variables are removed, so the next job of a sweep starts its own processes.
     """
     if trainer.num_devices == 1 or "LOCAL_RANK" in os.environ:  # one process, or started by a launcher
@@ -123,6 +255,7 @@ def _launched_ddp_job(cfg: DictConfig, trainer: L.Trainer):
         return
     saved = {key: os.environ.get(key) for key in _LAUNCHER_ENV}
     os.environ[_DDP_JOB] = json.dumps({"cwd": os.getcwd(), "config": OmegaConf.to_container(cfg, resolve=True)})
+    os.environ[_LAUNCHER_PID] = str(os.getpid())
     try:
         yield
     finally:
@@ -195,6 +328,7 @@ def train(cfg: DictConfig) -> dict:
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     ema_decay = trainer_cfg.pop("ema_decay")
     patience = trainer_cfg.pop("early_stopping_patience")
+    rendezvous_timeout = float(trainer_cfg.pop("rendezvous_timeout_s", _RENDEZVOUS_TIMEOUT_S))
     callbacks = [
         ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/loss", save_last=True),
         EarlyStopping(monitor="val/loss", patience=patience),
@@ -206,15 +340,28 @@ def train(cfg: DictConfig) -> dict:
         # buffers are not averaged: the species tables are integers (averaging truncates them) and the
         # statistics buffers are constants
         callbacks.append(EMAWeightAveraging(decay=ema_decay, use_buffers=False))
+    marker = cfg.get("marker") or {}
+    if marker.get("path") is not None:
+        callbacks.append(EpochMarker(marker["path"], marker.get("epoch", 0)))
     csv_logger = CSVLogger(run_dir, name="logs", version="")  # read back for the learning curves
-    trainer = L.Trainer(
-        **trainer_cfg,
-        default_root_dir=run_dir,
-        precision=_DTYPES[cfg.dtype],
-        callbacks=[*callbacks, _SaveConfig(cfg, run_dir / "config.yaml")],
-        logger=[csv_logger, _tensorboard(run_dir, "fit")],
-        inference_mode=False,  # validation needs autograd for the forces
-    )
+
+    def make_trainer(**overrides) -> L.Trainer:
+        return L.Trainer(
+            **{**trainer_cfg, **overrides},
+            default_root_dir=run_dir,
+            precision=_DTYPES[cfg.dtype],
+            callbacks=[*callbacks, _SaveConfig(cfg, run_dir / "config.yaml")],
+            logger=[csv_logger, _tensorboard(run_dir, "fit")],
+            inference_mode=False,  # validation needs autograd for the forces
+        )
+
+    strategy = trainer_cfg.get("strategy")
+    named = StrategyRegistry[strategy] if isinstance(strategy, str) and strategy in StrategyRegistry else {}
+    if named.get("strategy") is DDPStrategy:  # trainer.strategy=ddp and the like
+        trainer_cfg["strategy"] = _RendezvousBoundedDDP(rendezvous_timeout=rendezvous_timeout, **named["init_params"])
+    trainer = make_trainer()
+    if type(trainer.strategy) is DDPStrategy:  # Lightning's own choice (trainer.strategy=auto on several devices)
+        trainer = make_trainer(strategy=_bounded_rendezvous(trainer.strategy, rendezvous_timeout))
     with _launched_ddp_job(cfg, trainer):
         trainer.fit(task, datamodule=dm, ckpt_path=cfg.ckpt_path)
         best = callbacks[0].best_model_path or None
@@ -268,13 +415,16 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console entry point ``eqgeo-train``."""
-    torch.set_float32_matmul_precision("high")
     job = os.environ.get(_DDP_JOB)
     if job is not None and os.environ.get("LOCAL_RANK", "0") != "0":  # a DDP process started by Lightning
+        if os.environ.get(_LAUNCHER_PID):
+            _end_with_launcher(int(os.environ[_LAUNCHER_PID]))
         job = json.loads(job)
+        torch.set_float32_matmul_precision("high")
         os.chdir(job["cwd"])
         train(OmegaConf.create(job["config"]))
         return
+    torch.set_float32_matmul_precision("high")
     _hydra_main()
 
 

@@ -1,36 +1,23 @@
 """eqgeo-train: config composition, smoke runs of every experiment, resume, clear errors."""
 
 import json
-import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from eqgeo.training import train
+from eqgeo.training.train import _config_hash
+
+from ._helpers import TINY, TINY_MD17, TINY_QM9, cfg as _cfg, cli_env, run_cli, started, wait_for_file
 
 CONF = Path(__file__).resolve().parents[2] / "eqgeo" / "conf"
 GROUPS = {g: sorted(p.stem for p in (CONF / g).glob("*.yaml")) for g in ("data", "model", "task", "trainer", "experiment")}
-TINY = ["model.channels=4", "model.lmax=1", "model.num_layers=1", "model.radial_hidden=8", "trainer.max_epochs=1",
-        "trainer.enable_progress_bar=false", "trainer.ema_decay=0.9"]
-TINY_QM9 = ["data.subset=60", "data.num_train=30", "data.num_val=10", "data.num_test=10", "data.batch_size=10"]
-TINY_MD17 = ["data.num_train=10", "data.num_val=5", "data.num_test=5", "data.batch_size=5"]
-
-
-def _cfg(overrides, tmp_path=None):
-    with initialize_config_module(config_module="eqgeo.conf", version_base="1.3"):
-        cfg = compose("train", overrides=list(overrides) + ([f"run_dir={tmp_path}"] if tmp_path else []))
-    return cfg
-
-
-@pytest.fixture
-def md17_env(shared_data, monkeypatch):
-    monkeypatch.setenv("EQGEO_SHARED_DATA", str(shared_data))
 
 
 def test_every_config_group_composes():
@@ -54,6 +41,16 @@ def test_unknown_key_is_refused():
         _cfg(["model.chanels=8", "run_dir=x"])
 
 
+def test_config_hash_leaves_out_where_and_how_a_run_goes():
+    """Output folder, resume point, marker file and rendezvous time limit change no result: same hash."""
+    base = _cfg(["run_dir=a"])
+    for other in (["run_dir=b", "ckpt_path=x.ckpt"], ["run_dir=a", "marker.path=m.json", "marker.epoch=3"],
+                  ["run_dir=a", "trainer.rendezvous_timeout_s=5"]):
+        assert _config_hash(_cfg(other)) == _config_hash(base), other
+    assert _config_hash(_cfg(["run_dir=a", "trainer.max_epochs=7"])) != _config_hash(base)
+
+
+@pytest.mark.slow
 def test_qm9_smoke_run_writes_metrics_and_checkpoints(tmp_path):
     metrics = train(_cfg(TINY + TINY_QM9 + ["task.targets=[gap,homo]"], tmp_path))
     saved = json.loads((tmp_path / "metrics.json").read_text())
@@ -69,6 +66,7 @@ def test_qm9_smoke_run_writes_metrics_and_checkpoints(tmp_path):
     assert len(stats["mean"]) == 2 and checkpoint["state_dict"]["model.target_std"].shape == (2,)
 
 
+@pytest.mark.slow
 def test_rmd17_smoke_run_and_resume(tmp_path, md17_env):
     first = train(_cfg(TINY + TINY_MD17 + ["experiment=rmd17"], tmp_path))
     assert first["epochs"] == 1
@@ -99,12 +97,10 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
         train(_cfg(TINY + TINY_QM9 + [f"ckpt_path={bad}"], tmp_path / "run"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", ["eqgeo.train", "eqgeo.training.train"])
 def test_cli_prints_the_config_from_any_directory(tmp_path, module):
-    out = subprocess.run(
-        [sys.executable, "-m", module, "--cfg", "job", "model=transformer"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120, env={**os.environ, "HYDRA_FULL_ERROR": "1"},
-    )
+    out = run_cli([sys.executable, "-m", module, "--cfg", "job", "model=transformer"], cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "layer: transformer" in out.stdout and "_target_: eqgeo.training.QM9DataModule" in out.stdout
 
@@ -121,38 +117,28 @@ def test_every_experiment_instantiates(experiment, shared_data, monkeypatch):
     assert cfg.task._target_.rsplit(".", 1)[1] in {"PropertyTask", "EnergyForcesTask", "DockingTask"}
 
 
+@pytest.mark.slow
 def test_qm9_experiment_smoke_run(tmp_path):
     """experiment=qm9 (the full split by default) on tiny data: the overrides win over the experiment."""
     metrics = train(_cfg(TINY + ["experiment=qm9"] + TINY_QM9, tmp_path))
     assert metrics["data"]["train"] == 30 and metrics["test"]["gap_mae"]["unit"] == "meV"
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill(tmp_path):
     """A run killed (SIGKILL) mid-training resumes from its last.ckpt and carries on counting."""
-    import signal
-    import time
-
-    run = tmp_path / "run"
-    overrides = TINY + TINY_QM9 + ["trainer.max_epochs=200", "trainer.early_stopping_patience=1000", f"run_dir={run}"]
-    proc = subprocess.Popen([sys.executable, "-m", "eqgeo.train", *overrides], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    last = run / "checkpoints" / "last.ckpt"
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                if last.is_file() and torch.load(last, weights_only=True)["epoch"] >= 1:
-                    break
-            except (RuntimeError, EOFError):  # caught while being written
-                pass
-            time.sleep(0.5)
+    run, marker, log = tmp_path / "run", tmp_path / "epoch1.json", tmp_path / "run.log"
+    overrides = TINY + TINY_QM9 + ["trainer.max_epochs=1000", "trainer.early_stopping_patience=1000", f"run_dir={run}",
+                                   f"marker.path={marker}", "marker.epoch=1"]
+    with log.open("w") as output, started([sys.executable, "-m", "eqgeo.train", *overrides], cwd=tmp_path,
+                                          env=cli_env(), stdout=output, stderr=subprocess.STDOUT) as proc:
+        wait_for_file(marker, proc, log=log)  # epoch 1 has ended and its checkpoint is written
         assert proc.poll() is None, "the run ended before it could be killed"
         proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+        proc.wait()
+    last = run / "checkpoints" / "last.ckpt"
     saved = torch.load(last, weights_only=True)
+    assert json.loads(marker.read_text())["epoch"] == 1 and saved["epoch"] >= 1
     assert not (run / "metrics.json").exists()  # killed before finishing
     resumed = train(_cfg(TINY + TINY_QM9 + [f"trainer.max_epochs={saved['epoch'] + 2}", f"ckpt_path={last}"], run))
     assert resumed["epochs"] == saved["epoch"] + 2
