@@ -9,7 +9,9 @@
 The task is read from the checkpoint (loaded with ``weights_only=True``): a property model
 takes QM9 (``qm9``, ``qm9:test`` or a folder of QM9 files), a potential takes an extended-XYZ
 or ``.npz`` file of energies and forces, a docking model takes a folder of complex folders.
-Metrics are those of ``eqgeo-train``'s test stage, in the same units.
+Metrics are those of ``eqgeo-train``'s test stage, in the same units. Molecules or frames with an
+element the model was not trained on are left out and listed under ``skipped`` (an error if that
+leaves nothing).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from torch_geometric.loader import DataLoader
 
 __all__ = ["evaluate", "load_task", "main"]
 
+_SHOWN_SKIPS = 20  # skipped inputs printed by eqgeo-evaluate (metrics.json lists them all)
 _TASKS = {"refine_steps": "DockingTask", "energy_weight": "EnergyForcesTask", "targets": "PropertyTask"}
 
 
@@ -36,6 +39,9 @@ def load_task(path: str | Path, device: str = "cpu"):
     from .train import _check_checkpoint
 
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist (a checkpoint eqgeo-train wrote: "
+                                "<run dir>/checkpoints/best.ckpt or last.ckpt)")
     _check_checkpoint(path)
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     hparams = dict(checkpoint["hyper_parameters"])
@@ -65,22 +71,61 @@ def _regression_metrics(task, loader) -> dict[str, dict]:
     return out
 
 
+def _elements(numbers) -> str:
+    from ase.data import chemical_symbols
+
+    return ", ".join(f"{chemical_symbols[z]} (Z={z})" for z in numbers)
+
+
+def _untrained(dataset, species) -> list[tuple[int, tuple[int, ...]]]:
+    """``(index, atomic numbers)`` of each item of ``dataset`` with elements outside ``species``."""
+    from ..data import keys as K
+
+    known = {int(z) for z in species}
+    found = []
+    for i, g in enumerate(dataset):
+        missing = tuple(sorted(set(g[K.ATOMIC_NUMBER].tolist()) - known))
+        if missing:
+            found.append((i, missing))
+    return found
+
+
+def _keep_known(dataset, untrained, what: str, source: str, species):
+    """``dataset`` without the items of ``untrained``; an error if that leaves nothing to evaluate."""
+    if len(untrained) == len(dataset):
+        elements = sorted({z for _, zs in untrained for z in zs})
+        raise ValueError(f"{source}: every one of its {len(dataset)} {what} has elements the model was not trained on "
+                         f"({_elements(elements)}; its species: {_elements(sorted(species))}): nothing to evaluate")
+    if not untrained:
+        return dataset
+    skip = {i for i, _ in untrained}
+    return dataset.index_select([i for i in range(len(dataset)) if i not in skip])
+
+
 def _known_elements(dataset, species, source: str):
     """The molecules made of elements the model was trained on, and a report of the others (never dropped
     silently: a model cannot predict for an element it has no embedding of)."""
+    untrained = _untrained(dataset, species)
+    counts: dict[tuple[int, ...], int] = {}
+    for _, missing in untrained:
+        counts[missing] = counts.get(missing, 0) + 1
+    known = sorted(int(z) for z in species)
+    report = [{"source": source, "record": None, "reason": f"{n} molecules with elements {list(z)} the model was not trained on "
+               f"(its species: {known})"} for z, n in sorted(counts.items())]
+    return _keep_known(dataset, untrained, "molecules", source, species), report
+
+
+def _known_frames(dataset, species, source: str):
+    """The frames of an energy file made of elements the model was trained on, and one report entry per
+    other frame (its index in the file and the elements), as for QM9 molecules above."""
     from ..data import keys as K
 
-    known = torch.tensor(sorted(species))
-    keep, unknown = [], {}
-    for i, g in enumerate(dataset):
-        missing = tuple(sorted(set(g[K.ATOMIC_NUMBER].tolist()) - set(known.tolist())))
-        if missing:
-            unknown[missing] = unknown.get(missing, 0) + 1
-        else:
-            keep.append(i)
-    report = [{"source": source, "record": None, "reason": f"{n} molecules with elements {list(z)} the model was not trained on "
-               f"(its species: {known.tolist()})"} for z, n in sorted(unknown.items())]
-    return (dataset if not unknown else dataset.index_select(keep)), report
+    untrained = _untrained(dataset, species)
+    trained = _elements(sorted(int(z) for z in species))
+    report = [{"source": source, "record": str(i),
+               "reason": f"frame {i} ({dataset[i][K.NAME]}) has {_elements(z)}, not trained on (the model's species: {trained})"}
+              for i, z in untrained]
+    return _keep_known(dataset, untrained, "frames", source, species), report
 
 
 def _run_config(checkpoint: Path) -> Optional[dict]:
@@ -195,7 +240,7 @@ def evaluate(
             raise FileNotFoundError(f"a potential is evaluated on an extended-XYZ or .npz file of energies and forces; {data} is not a file")
         if energy_unit is None and path.suffix != ".npz":
             raise ValueError(f"{path.name}: an XYZ file does not state its energy unit; pass --energy-unit (eV, kcal/mol, ...)")
-        dataset = MD17(path, energy_unit=energy_unit)
+        dataset, report = _known_frames(MD17(path, energy_unit=energy_unit), task.hparams.model["species"], str(path))
         metrics = _regression_metrics(task, DataLoader(dataset, batch_size=batch_size))
         described, size = f"{path} (energy unit {energy_unit or 'kcal/mol'})", len(dataset)
     else:
@@ -223,9 +268,11 @@ def evaluate(
 def main(argv: Optional[list[str]] = None) -> int:
     """Console entry point ``eqgeo-evaluate``."""
     parser = argparse.ArgumentParser(prog="eqgeo-evaluate", description=__doc__.split("\n\n")[0],
+                                     usage="%(prog)s CHECKPOINT DATA [options]",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", help="a checkpoint written by eqgeo-train (checkpoints/best.ckpt)")
-    parser.add_argument("data", help="qm9 | qm9:test | QM9 folder | .xyz/.npz file | folder of complex folders | docking:test")
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint written by eqgeo-train (checkpoints/best.ckpt)")
+    parser.add_argument("data", metavar="DATA",
+                        help="qm9 | qm9:test | QM9 folder | .xyz/.npz file | folder of complex folders | docking:test")
     parser.add_argument("--output", default=None, help="folder for metrics.json (default: eval-<data name>)")
     parser.add_argument("--energy-unit", default=None, help="energy unit of an XYZ file (eV, kcal/mol, ...)")
     parser.add_argument("--limit", type=int, default=None, help="QM9: evaluate this many molecules (seeded draw)")
@@ -234,6 +281,11 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="QM9 draw (default 0); docking starts (default: the run's seed)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
+    if not Path(args.checkpoint).is_file():  # eqgeo-evaluate's own usage, not the hint of eqgeo-train (ckpt_path=)
+        parser.print_usage(sys.stderr)
+        print(f"eqgeo-evaluate: error: CHECKPOINT {args.checkpoint} does not exist; give a checkpoint eqgeo-train wrote "
+              "(<run dir>/checkpoints/best.ckpt)", file=sys.stderr)
+        return 2
     name = Path(args.data.rstrip("/")).stem.replace(":", "-") or "data"
     output = Path(args.output) if args.output else Path(f"eval-{name}")
     try:
@@ -245,6 +297,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     shown = ", ".join(f"{k} {v['value']:.4g} {v['unit']}" for k, v in result["test"].items()
                       if k.endswith(("_mae", "_success", "median_rmsd")))
     print(f"{result['task']} on {result['data']['size']} items of {result['data']['description']}: {shown}")
+    if result["skipped"]:
+        print(f"skipped ({len(result['skipped'])}, listed in metrics.json):")
+        for entry in result["skipped"][:_SHOWN_SKIPS]:
+            print(f"  {entry['source']}{'' if entry['record'] is None else ' [' + entry['record'] + ']'}: {entry['reason']}")
+        if len(result["skipped"]) > _SHOWN_SKIPS:
+            print(f"  ... and {len(result['skipped']) - _SHOWN_SKIPS} more")
     print(f"metrics: {(output / 'metrics.json').resolve()}")
     return 0
 

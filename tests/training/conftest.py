@@ -4,7 +4,7 @@ import pytest
 
 
 @pytest.fixture
-def md17_env(shared_data, monkeypatch):
+def shared_data_env(shared_data, monkeypatch):
     """``EQGEO_SHARED_DATA`` pointing at the shared data, which the rMD17 and docking configs read."""
     monkeypatch.setenv("EQGEO_SHARED_DATA", str(shared_data))
     return shared_data

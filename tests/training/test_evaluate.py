@@ -2,16 +2,17 @@
 
 import json
 import shutil
-import subprocess
 import sys
 
 import pytest
 
 from eqgeo.training import train
-from eqgeo.training.evaluate import evaluate, main
+from eqgeo.training.evaluate import evaluate, load_task, main
 
-from .test_docking import TINY_DOCKING
-from .test_train import TINY, TINY_MD17, TINY_QM9, _cfg
+from ..conftest import SHARED_DATA
+from ._helpers import TINY, TINY_DOCKING, TINY_MD17, TINY_QM9, cfg as _cfg, run_cli
+
+ETHANOL = SHARED_DATA / "md17" / "metatrain" / "ethanol_reduced_100.xyz"  # kcal/mol, not the run's files
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +22,37 @@ def qm9_run(tmp_path_factory):
     return run, metrics
 
 
+@pytest.fixture(scope="module")
+def md17_checkpoint(tmp_path_factory):
+    """best.ckpt of a tiny rMD17 ethanol run (species H, C, O)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data folder not found at {SHARED_DATA} (set EQGEO_SHARED_DATA)")
+    run = tmp_path_factory.mktemp("md17_run")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EQGEO_SHARED_DATA", str(SHARED_DATA))
+        train(_cfg(TINY + TINY_MD17 + ["experiment=rmd17"], run))
+    return run / "checkpoints" / "best.ckpt"
+
+
+def _ethanol(path, frames, fluorinated=()):
+    """The ``frames`` of the ethanol file (indices), with one H made F in those of ``fluorinated``."""
+    lines, blocks = ETHANOL.read_text().splitlines(), []
+    while lines:
+        n = int(lines[0])
+        blocks.append(lines[: n + 2])
+        lines = lines[n + 2:]
+    out = []
+    for frame in frames:
+        block = list(blocks[frame])
+        if frame in fluorinated:
+            h = next(i for i in range(2, len(block)) if block[i].split()[0] == "H")
+            block[h] = "F" + block[h][1:]
+        out += block
+    path.write_text("\n".join(out) + "\n")
+    return path
+
+
+@pytest.mark.slow
 def test_own_test_split_reproduces_the_runs_test_metrics(qm9_run, tmp_path):
     run, metrics = qm9_run
     result = evaluate(run / "checkpoints" / "best.ckpt", "qm9:test", tmp_path / "eval")
@@ -31,18 +63,21 @@ def test_own_test_split_reproduces_the_runs_test_metrics(qm9_run, tmp_path):
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text()) == result
 
 
+@pytest.mark.slow
 def test_cli_on_unseen_qm9_molecules(qm9_run, tmp_path):
     run, _ = qm9_run
-    out = subprocess.run(
-        [sys.executable, "-m", "eqgeo.training.evaluate", str(run / "checkpoints" / "best.ckpt"), "qm9", "--limit", "40",
-         "--seed", "3", "--output", str(tmp_path / "eval")], capture_output=True, text=True, check=True,
-    )
+    out = run_cli([sys.executable, "-m", "eqgeo.training.evaluate", run / "checkpoints" / "best.ckpt", "qm9", "--limit", "40",
+                   "--seed", "3", "--output", tmp_path / "eval"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-4000:]
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     left_out = sum(int(e["reason"].split()[0]) for e in saved["skipped"])  # elements the tiny run never saw (F)
     assert f"PropertyTask on {40 - left_out} items" in out.stdout and "gap_mae" in out.stdout
     assert saved["data"]["size"] == 40 - left_out > 0 and saved["test"]["gap_mae"]["value"] > 0
+    if left_out:
+        assert f"skipped ({len(saved['skipped'])}, listed in metrics.json)" in out.stdout
 
 
+@pytest.mark.slow
 def test_qm9_molecules_are_outside_the_runs_draw(qm9_run):
     """'qm9' never hands back a molecule of the run's train, validation or test split."""
     from eqgeo.data import keys as K
@@ -60,6 +95,20 @@ def test_qm9_molecules_are_outside_the_runs_draw(qm9_run):
     names = {g[K.NAME] for g in dataset}
     assert len(names) == 3000 and len(every) == 60 and seen <= every
     assert not names & every and "outside the run's 60" in described
+
+
+def test_missing_checkpoint_names_eqgeo_evaluates_own_usage(tmp_path, capsys):
+    missing = tmp_path / "missing.ckpt"
+    assert main([str(missing), "data"]) == 2
+    err = capsys.readouterr().err
+    assert "usage: eqgeo-evaluate CHECKPOINT DATA" in err and f"CHECKPOINT {missing} does not exist" in err
+    assert "ckpt_path" not in err  # eqgeo-train's option, no use here
+    with pytest.raises(FileNotFoundError, match=r"missing.ckpt does not exist \(a checkpoint eqgeo-train wrote") as error:
+        load_task(missing)
+    assert "ckpt_path" not in str(error.value)
+
+
+@pytest.mark.slow
 def test_clear_errors(qm9_run, tmp_path, capsys):
     run, _ = qm9_run
     ckpt = run / "checkpoints" / "best.ckpt"
@@ -71,20 +120,46 @@ def test_clear_errors(qm9_run, tmp_path, capsys):
     assert "bad.ckpt cannot be read" in capsys.readouterr().err
 
 
-def test_potential_on_an_xyz_file(tmp_path, shared_data, monkeypatch):
-    monkeypatch.setenv("EQGEO_SHARED_DATA", str(shared_data))
-    train(_cfg(TINY + TINY_MD17 + ["experiment=rmd17"], tmp_path / "run"))
-    ckpt = tmp_path / "run" / "checkpoints" / "best.ckpt"
-    xyz = shared_data / "md17" / "metatrain" / "ethanol_reduced_100.xyz"  # kcal/mol, another file
+@pytest.mark.slow
+def test_potential_on_an_xyz_file(md17_checkpoint, tmp_path):
     with pytest.raises(ValueError, match="--energy-unit"):
-        evaluate(ckpt, str(xyz), tmp_path / "eval")
-    result = evaluate(ckpt, str(xyz), tmp_path / "eval", energy_unit="kcal/mol")
-    assert result["task"] == "EnergyForcesTask" and result["data"]["size"] == 100
+        evaluate(md17_checkpoint, str(ETHANOL), tmp_path / "eval")
+    result = evaluate(md17_checkpoint, str(ETHANOL), tmp_path / "eval", energy_unit="kcal/mol")
+    assert result["task"] == "EnergyForcesTask" and result["data"]["size"] == 100 and result["skipped"] == []
     assert result["test"]["forces_mae"]["unit"] == "meV/Å" and result["test"]["energy_per_atom_mae"]["unit"] == "meV/atom"
 
 
-def test_docking_model_on_a_folder_of_complexes(tmp_path, shared_data, monkeypatch):
-    monkeypatch.setenv("EQGEO_SHARED_DATA", str(shared_data))
+@pytest.mark.slow
+def test_frames_with_untrained_elements_are_listed_and_the_rest_evaluated(md17_checkpoint, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("EQGEO_CACHE", str(tmp_path / "cache"))
+    mixed = _ethanol(tmp_path / "mixed.xyz", range(6), fluorinated={1, 4})
+    assert main([str(md17_checkpoint), str(mixed), "--energy-unit", "kcal/mol", "--output", str(tmp_path / "eval")]) == 0
+    out = capsys.readouterr().out
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert saved["data"]["size"] == 4 and "EnergyForcesTask on 4 items" in out
+    assert [(e["source"], e["record"]) for e in saved["skipped"]] == [(str(mixed), "1"), (str(mixed), "4")]
+    for entry in saved["skipped"]:
+        assert f"frame {entry['record']} (mixed:{entry['record']}) has F (Z=9), not trained on" in entry["reason"]
+        assert "H (Z=1), C (Z=6), O (Z=8)" in entry["reason"]
+        assert f"[{entry['record']}]: {entry['reason']}" in out
+    # the four kept frames give what they give alone
+    alone = _ethanol(tmp_path / "alone.xyz", [0, 2, 3, 5])
+    clean = evaluate(md17_checkpoint, str(alone), tmp_path / "eval-alone", energy_unit="kcal/mol")
+    assert clean["data"]["size"] == 4 and clean["skipped"] == []
+    for name, entry in clean["test"].items():
+        assert saved["test"][name]["value"] == pytest.approx(entry["value"], rel=1e-6), name
+
+    every = _ethanol(tmp_path / "every.xyz", range(3), fluorinated={0, 1, 2})
+    with pytest.raises(ValueError, match=r"every one of its 3 frames has elements the model was not trained on "
+                                         r"\(F \(Z=9\); its species: H \(Z=1\), C \(Z=6\), O \(Z=8\)\)"):
+        evaluate(md17_checkpoint, str(every), tmp_path / "eval-every", energy_unit="kcal/mol")
+    assert main([str(md17_checkpoint), str(every), "--energy-unit", "kcal/mol", "--output", str(tmp_path / "e")]) == 2
+    assert "nothing to evaluate" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_docking_model_on_a_folder_of_complexes(tmp_path, shared_data_env):
+    shared_data = shared_data_env
     train(_cfg(TINY + TINY_DOCKING + [f"data.cache_dir={tmp_path / 'cache'}"], tmp_path / "run"))
     folder = tmp_path / "unseen"
     astex = shared_data / "complexes" / "posebusters_paper_data" / "astex_diverse_set"

@@ -67,7 +67,7 @@ def test_qm9_smoke_run_writes_metrics_and_checkpoints(tmp_path):
 
 
 @pytest.mark.slow
-def test_rmd17_smoke_run_and_resume(tmp_path, md17_env):
+def test_rmd17_smoke_run_and_resume(tmp_path, shared_data_env):
     first = train(_cfg(TINY + TINY_MD17 + ["experiment=rmd17"], tmp_path))
     assert first["epochs"] == 1
     assert {"energy_mae", "energy_per_atom_mae", "forces_mae"} <= set(first["test"])
