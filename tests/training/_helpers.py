@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -44,6 +45,18 @@ def cfg(overrides, run_dir=None):
 def cli_env(**extra: str) -> dict:
     """The environment of a CLI subprocess: one thread per process (DDP runs two), full Hydra errors."""
     return {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1", **extra}
+
+
+def console_script(name: str) -> str:
+    """The path of console script ``name``; where it is not on PATH the test is skipped, and fails under CI
+    (``CI=true``), where a skipped test would hide that the package is not installed as it should be."""
+    path = shutil.which(name)
+    if path is None:
+        reason = f"the {name} console script is not on PATH (pip install -e .)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; CI=true, so this is a failure, not a skip")
+        pytest.skip(reason)
+    return path
 
 
 def alive(process: psutil.Process) -> bool:

@@ -21,11 +21,7 @@ from eqgeo.training.docking import (
 )
 from eqgeo.training import train
 
-from .test_train import TINY, _cfg
-
-TINY_DOCKING = ["experiment=docking", "data.num_complexes=7", "data.num_val=1", "data.num_test=2", "data.poses_per_complex=2",
-                "data.val_poses=2", "data.batch_size=2", "data.track_a.starts=2", "data.track_b.starts=2",
-                "task.refine_steps=2", "model.parity=full"]
+from ._helpers import TINY, TINY_DOCKING, cfg as _cfg
 
 
 def _toy_complex(seed: int = 0) -> DockingComplex:
@@ -110,8 +106,8 @@ def test_baselines_are_what_they_say():
     assert metrics["a_start_median_rmsd"] == pytest.approx(float(a_rmsd.sort().values[1:3].mean()))  # 4 values: mean of the middle two
 
 
-def test_docking_experiment_smoke_run(tmp_path, shared_data, monkeypatch):
-    monkeypatch.setenv("EQGEO_SHARED_DATA", str(shared_data))
+@pytest.mark.slow
+def test_docking_experiment_smoke_run(tmp_path, shared_data_env):
     cfg = _cfg(TINY + TINY_DOCKING + [f"data.cache_dir={tmp_path / 'cache'}"], tmp_path / "run")
     metrics = train(cfg)
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -186,6 +182,7 @@ def test_extra_copies_of_held_out_complexes_never_train(tmp_path, shared_data):
     assert any(held_out in e.source and "held-out" in e.reason for e in dm.report.errors)
 
 
+@pytest.mark.slow
 def test_docking_run_lists_skipped_inputs(tmp_path, shared_data, monkeypatch):
     """An unreadable complex is left out of the run and named in metrics.json."""
     import shutil

@@ -3,25 +3,15 @@
 import json
 import math
 import shutil
-import subprocess
 
 import pytest
-from hydra import compose, initialize_config_module
 
 from eqgeo.datasets.qm9 import TARGET_UNITS, TARGETS
 from eqgeo.training import EnergyForcesTask, train
 from eqgeo.training.leaderboard import ANCHORS, LeaderboardError, leaderboard, main
 from eqgeo.training.tasks import display_unit
 
-TINY = ["model.channels=4", "model.lmax=1", "model.num_layers=1", "model.radial_hidden=8", "trainer.max_epochs=1",
-        "trainer.enable_progress_bar=false", "trainer.ema_decay=0.9"]
-TINY_QM9 = ["data.subset=60", "data.num_train=30", "data.num_val=10", "data.num_test=10", "data.batch_size=10"]
-
-
-def _cfg(overrides, tmp_path=None):
-    with initialize_config_module(config_module="eqgeo.conf", version_base="1.3"):
-        cfg = compose("train", overrides=list(overrides) + ([f"run_dir={tmp_path}"] if tmp_path else []))
-    return cfg
+from ._helpers import TINY, TINY_QM9, cfg as _cfg, run_cli
 
 
 def _rows(text: str, run: str) -> list[list[str]]:
@@ -38,12 +28,13 @@ def real_runs(tmp_path_factory):
     return root, {"plain": gap, "sweep/0": both}
 
 
+@pytest.mark.slow
 def test_console_script_renders_real_runs_with_anchors(real_runs, tmp_path):
     root, metrics = real_runs
     script = shutil.which("eqgeo-leaderboard")
     assert script, "console script eqgeo-leaderboard missing: pip install -e . (pyproject [project.scripts])"
     out = tmp_path / "board.md"
-    done = subprocess.run([script, str(root), "--output", str(out)], capture_output=True, text=True, timeout=300)
+    done = run_cli([script, root, "--output", out], cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     text = out.read_text()
 

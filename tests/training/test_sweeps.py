@@ -1,10 +1,7 @@
 """eqgeo-train --multirun sweeps (one folder per job), reproducible runs, TensorBoard logs."""
 
 import json
-import os
-import shutil
 import struct
-import subprocess
 
 import pytest
 import torch
@@ -12,7 +9,9 @@ from omegaconf import OmegaConf
 
 from eqgeo.training import train
 
-from .test_train import TINY, TINY_QM9, _cfg
+from ._helpers import TINY, TINY_QM9, cfg as _cfg, console_script, run_cli
+
+pytestmark = pytest.mark.slow
 
 
 def _scalar_tags(event_file) -> set[str]:
@@ -29,16 +28,10 @@ def _scalar_tags(event_file) -> set[str]:
 
 
 def test_multirun_sweep_writes_one_folder_per_job(tmp_path):
-    exe = shutil.which("eqgeo-train")
-    if exe is None:
-        pytest.skip("the eqgeo-train console script is not on PATH (pip install -e .)")
+    exe = console_script("eqgeo-train")
     sweep = tmp_path / "sweep"
     tiny = [o for o in TINY if not o.startswith("model.channels=")]
-    out = subprocess.run(
-        [exe, "--multirun", "model.channels=4,8", *tiny, *TINY_QM9, f"hydra.sweep.dir={sweep}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"},
-    )
+    out = run_cli([exe, "--multirun", "model.channels=4,8", *tiny, *TINY_QM9, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-4000:]
     jobs = sorted(p.parent for p in tmp_path.rglob("metrics.json"))
     assert [job.relative_to(tmp_path).as_posix() for job in jobs] == ["sweep/0", "sweep/1"]
