@@ -140,10 +140,12 @@ def test_a_killed_launcher_leaves_no_ddp_process(tmp_path, when):
     """SIGKILL to the eqgeo-train process of a 2-process DDP run: no process of the run remains (found as the
     launcher's descendants before the kill, and by a token in their environment after).
 
-    ``training``: killed once epoch 0 has ended (its marker), both processes training. ``before_rendezvous``:
-    killed as soon as the rank-1 process exists, which then would wait in init_process_group for a launcher
-    that is gone (the rendezvous time limit is set far beyond this test's wait, so only the guard that ends
-    a process with its launcher can pass it). It has to import eqgeo before it can act, so it gets longer.
+    ``training``: killed once epoch 0 has ended (its marker), both processes training. Without the guard
+    (:func:`_end_with_launcher`) this case passes too: rank 1's next collective fails once rank 0 is gone.
+    ``before_rendezvous``: killed as soon as the rank-1 process exists, which without the guard waits in
+    init_process_group for a launcher that is gone (the rendezvous time limit is set far beyond this test's
+    wait): this case fails without the guard. The process has to import eqgeo before it can act, so it
+    gets longer.
     """
     token, marker, log = uuid.uuid4().hex, tmp_path / "epoch0.json", tmp_path / "run.log"
     args = [sys.executable, "-m", "eqgeo.training.train", *TINY, *TINY_QM9, *DDP, "trainer.max_epochs=1000",
