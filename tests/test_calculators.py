@@ -19,6 +19,7 @@ from eqgeo.models import InteratomicPotential
 from eqgeo.training import EnergyForcesTask
 
 from .helpers import SHARED_DATA, shared_path
+from .training._helpers import TINY, TINY_MD17, TINY_QM9, cfg
 
 try:
     from ase.calculators.fd import calculate_numerical_stress
@@ -34,13 +35,9 @@ except ImportError:  # ASE < 3.29
 REPO = Path(__file__).resolve().parents[1]
 SPECIES = [1, 6, 8]
 MD17 = SHARED_DATA / "md17" / "botnet_ethanol"
-TINY = ["model.channels=4", "model.lmax=1", "model.num_layers=1", "model.radial_hidden=8",
-        "trainer.enable_progress_bar=false", "trainer.ema_decay=0.9"]
-TINY_MD17 = ["experiment=rmd17", "trainer.max_epochs=2", "data.num_train=10", "data.num_val=5", "data.num_test=5",
-             "data.batch_size=5", f"data.train_file={MD17 / 'train.xyz'}", f"data.test_file={MD17 / 'test_MD.xyz'}",
-             f"data.isolated_atoms={MD17 / 'isolated_atoms.xyz'}"]
-TINY_QM9 = ["trainer.max_epochs=1", "data.subset=20", "data.num_train=10", "data.num_val=5", "data.num_test=5",
-            "data.batch_size=10"]
+# the shared tiny settings of the training tests, two epochs here (the EMA must differ from the raw weights)
+TINY_MD17_RUN = ["experiment=rmd17", *TINY, "trainer.max_epochs=2", *TINY_MD17, f"data.train_file={MD17 / 'train.xyz'}",
+                 f"data.test_file={MD17 / 'test_MD.xyz'}", f"data.isolated_atoms={MD17 / 'isolated_atoms.xyz'}"]
 
 
 def _model(dtype=torch.float64, cutoff=3.0) -> InteratomicPotential:
@@ -64,13 +61,9 @@ def _periodic() -> Atoms:
 
 
 def _train(overrides, run_dir: Path) -> dict:
-    from hydra import compose, initialize_config_module
-
     from eqgeo.training import train
 
-    with initialize_config_module(config_module="eqgeo.conf", version_base="1.3"):
-        cfg = compose("train", overrides=list(overrides) + [f"run_dir={run_dir}"])
-    return train(cfg)
+    return train(cfg(overrides, run_dir))
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +71,7 @@ def md17_run(tmp_path_factory) -> Path:
     """A real two-epoch eqgeo-train run (EnergyForcesTask, EMA decay 0.9) on 10 rMD17 frames."""
     shared_path("md17", "botnet_ethanol")
     run_dir = tmp_path_factory.mktemp("rmd17_run")
-    _train(TINY + TINY_MD17, run_dir)
+    _train(TINY_MD17_RUN, run_dir)
     return run_dir
 
 
@@ -279,7 +272,7 @@ def test_checkpoint_errors(tmp_path, md17_run):
 
 @pytest.mark.slow  # trains a model
 def test_property_task_checkpoint_is_refused(tmp_path):
-    _train(TINY + TINY_QM9 + ["task.targets=[gap]"], tmp_path)
+    _train([*TINY, *TINY_QM9, "task.targets=[gap]"], tmp_path)
     with pytest.raises(ValueError, match=r"PropertyTask checkpoint \(targets \['gap'\]\).*energies and forces"):
         EqgeoCalculator.from_checkpoint(tmp_path / "checkpoints" / "best.ckpt")
 
