@@ -18,7 +18,7 @@ from eqgeo.calculators import EqgeoCalculator
 from eqgeo.models import InteratomicPotential
 from eqgeo.training import EnergyForcesTask
 
-from .helpers import SHARED_DATA, shared_path
+from .helpers import REPO, SHARED_DATA, shared_path
 from .training._helpers import TINY, TINY_MD17, TINY_QM9, cfg
 
 try:
@@ -32,7 +32,6 @@ try:
 except ImportError:  # ASE < 3.29
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as maxwell_boltzmann
 
-REPO = Path(__file__).resolve().parents[1]
 SPECIES = [1, 6, 8]
 MD17 = SHARED_DATA / "md17" / "botnet_ethanol"
 # the shared tiny settings of the training tests, two epochs here (the EMA must differ from the raw weights)

@@ -8,8 +8,11 @@ from eqgeo.nn.equivariant_transformer_conv import EquivariantTransformerConv
 from eqgeo.o3 import Irreps
 from eqgeo.testing import NodeIndex, Nodes, assert_equivariant
 
+from ..helpers import oracle
 from ._checks import compiles_without_graph_breaks, round_trips
-from .test_equivariant_conv import (
+from ._reference import (
+    CUTOFF,
+    IN,
     VARIANCE_IRREPS,
     default_dtype,
     e3nn_linear,
@@ -25,8 +28,7 @@ from .test_equivariant_conv import (
     variance_band_failures,
 )
 
-IN, OUT = "4x0e+2x1o+2x1e+1x2e", "4x0e+2x1o+2x2e+2x0o"
-CUTOFF = 3.0
+OUT = "4x0e+2x1o+2x2e+2x0o"
 
 
 def make(dtype=torch.float64, irreps_in=IN, irreps_out=OUT, **kwargs) -> EquivariantTransformerConv:
@@ -51,7 +53,7 @@ MISTAKES = {
 
 def edge_terms(att: EquivariantTransformerConv, x, edge_index, edge_vec, *, mistake=None, **radial):
     """Envelope, logits ``(num_edges, heads)`` and values of each edge, from independent pieces."""
-    e3nn_o3 = pytest.importorskip("e3nn.o3")
+    e3nn_o3 = oracle("e3nn.o3")
     targets = [ir for _, ir in e3nn_o3.Irreps(str(att.irreps_out))] + [e3nn_o3.Irrep("0e")]  # keys need 0e
     m, irreps_mid = edge_messages(e3nn_o3, att, x[edge_index[0]], edge_vec, targets, mistake=mistake, **radial)
     f = polynomial_envelope(edge_vec.norm(dim=-1), radial.get("cutoff", CUTOFF))
@@ -66,7 +68,7 @@ def edge_terms(att: EquivariantTransformerConv, x, edge_index, edge_vec, *, mist
 
 def reference(att: EquivariantTransformerConv, x, edge_index, edge_vec, *, mistake=None, **radial):
     """The docstring's equations, node by node: (output, alpha)."""
-    e3nn_o3 = pytest.importorskip("e3nn.o3")
+    e3nn_o3 = oracle("e3nn.o3")
     f, logits, v = edge_terms(att, x, edge_index, edge_vec, mistake=mistake, **radial)
     H = att.heads
     alpha = torch.zeros_like(logits)
@@ -345,7 +347,8 @@ def test_variance_at_init_self_connection_is_one_and_attention_share_matches_the
     parts = attention_variance_parts()
     assert variance_band_failures(parts, "attention", ATTENTION_BAND) == [], parts
     expected = parts["expected_attention"]
-    assert ((0.0005 < expected) & (expected < 0.01)).all(), expected  # measured 0.0024 to 0.0036
+    # not a degenerate comparison (measured 0.0024 to 0.0036); no upper bound (see the conv test)
+    assert (expected > 0.0005).all(), expected
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,8 @@ from ..helpers import require
 def native_lib():
     lib = _native.library()
     if lib is None:
-        require("no C compiler: the native tensor-product kernel cannot be built here")
+        require("the native tensor-product kernel is unavailable here (no C compiler, or its build failed: "
+                "see eqgeo.nn._native for the compiler output)")
     return lib
 
 
