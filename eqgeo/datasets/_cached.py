@@ -2,9 +2,10 @@
 
 The cache lives under a configurable folder (default :func:`default_cache_root`), never next
 to the source files or inside site-packages. Its file name is a fingerprint of the source
-files (path, size, modification time) and of the options, so a changed file or option makes a
-new cache instead of reusing a stale one. What ``skip_invalid=True`` left out is saved next to
-the cache and loaded back as :attr:`CachedDataset.report`.
+files (path, size, modification time), of the options and of :data:`CACHE_VERSION`, so a
+changed file or option, or a new version of what is cached, makes a new cache instead of
+reusing a stale one. What ``skip_invalid=True`` left out is saved next to the cache and loaded
+back as :attr:`CachedDataset.report`.
 """
 
 from __future__ import annotations
@@ -22,8 +23,14 @@ from ..data.errors import InvalidInputError, SkipReport
 
 __all__ = ["default_cache_root", "CachedDataset", "random_split_indices"]
 
-# Bump when the processed format changes, so old caches are not read.
-CACHE_VERSION = 1
+#: Version of what a cache holds for given files and options. It is part of the fingerprint that
+#: names the cache file, so a bump makes every dataset rebuild its cache under a new name instead
+#: of reading an old one. Bump it whenever the graphs read from the same files with the same
+#: options change (a new field, another unit or conversion, rows or frames read differently).
+#: 2: ASE databases read row by row (row data, metadata units, ``_distance_unit`` applied, frames
+#: lacking an energy other frames have raise), ASE's own columns in eV and eV/Å whatever the
+#: metadata lists, forces without a stated unit per the file's length unit.
+CACHE_VERSION = 2
 
 
 def default_cache_root() -> Path:

@@ -8,7 +8,7 @@ from pathlib import Path
 from torch_geometric.data import Data
 
 from ..data.errors import InvalidInputError, SkipReport
-from ..data.structures import _is_ase_db, read_ase_db_metadata, read_structures
+from ..data.structures import ASEDatabase, is_ase_db, read_structures
 from ..data.units import unit_factor
 from ._cached import CachedDataset
 
@@ -23,15 +23,18 @@ class ASEDataset(CachedDataset):
 
     ASE databases (``.db``, ASE JSON) are read row by row, properties included: a row's
     ``key_value_pairs`` and ``data`` (the schnetpack layout: ``data={"gap": np.array([..]), ...}``)
-    are searched for ``energy_key`` / ``forces_key`` after its calculator results. The units in
-    the database's metadata (``_property_unit_dict``, ``_distance_unit``), when present, are
-    used, so ``energy_unit`` is then not needed; an ``energy_unit`` that contradicts them raises.
+    are searched for ``energy_key`` / ``forces_key`` after its calculator results (ASE's own
+    ``energy`` / ``forces`` columns, in eV and eV/Å by ASE's convention). The units in the
+    database's metadata (``_property_unit_dict`` for the row's data, ``_distance_unit``), when
+    present, are used, so ``energy_unit`` is then not needed; an ``energy_unit`` that
+    contradicts them raises.
 
     Args:
         path: the structure file or database.
         root: cache folder (default ``<cache root>/ase``).
-        energy_unit: unit of the stored energies (forces: per Å); required when the frames
-            have energies or forces and the file does not give their unit.
+        energy_unit: unit of the stored energies (forces: per Å, or per the database's
+            ``_distance_unit``); required when the frames have energies or forces and the file
+            does not give their unit.
         index: ASE frame selection (for a database also a query string).
         format: ASE format name (``None``: from the file name).
         energy_key: the entry to read as ``energy`` (any scalar: ``"U0"``, ``"gap"``, ...). Given,
@@ -71,7 +74,7 @@ class ASEDataset(CachedDataset):
             raise FileNotFoundError(f"structure file {self.path} is a folder, not a file")
         self.energy_unit, self.index, self.format = energy_unit, index, format
         self.energy_key, self.forces_key, self.skip_invalid = energy_key, forces_key, skip_invalid
-        self.metadata = read_ase_db_metadata(self.path) if _is_ase_db(self.path, format) else {}
+        self.metadata = ASEDatabase(self.path).metadata if is_ase_db(self.path, format) else {}
         super().__init__(root, transform, pre_transform, pre_filter, force_reload)
 
     def source_files(self) -> list[Path]:

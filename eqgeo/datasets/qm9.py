@@ -78,6 +78,7 @@ from torch_geometric.data import Data
 
 from ..data import keys as K
 from ..data.errors import InvalidInputError, SkipReport
+from ..data.structures import ASEDatabase, lookup_entry
 from ..data.units import HARTREE_TO_EV, KCAL_PER_MOL_TO_EV, unit_factor
 from ._cached import CachedDataset, random_split_indices
 
@@ -231,9 +232,22 @@ def _read_csv_files(files: list[Path], report: SkipReport, skip_invalid: bool) -
 # ------------------------------------------------------------------------------------------
 
 
-def _read_uncharacterized(path: Path) -> set[int]:
-    """Indices listed in ``uncharacterized.txt`` (lines ``<n> <index> ...`` between rules)."""
-    if not path.exists():
+_UNCHARACTERIZED = "uncharacterized.txt"
+_UNCHARACTERIZED_REASON = "listed in uncharacterized.txt (failed QM9's geometry consistency check)"
+
+
+def _uncharacterized_in(folder: Path) -> list[Path]:
+    """``[<folder>/uncharacterized.txt]`` when that file exists, else ``[]``: the extra source file
+    that excludes the molecules QM9 lists as uncharacterized."""
+    listed = folder / _UNCHARACTERIZED
+    return [listed] if listed.is_file() else []
+
+
+def _read_uncharacterized(files: list[Path]) -> set[int]:
+    """Indices listed in the ``uncharacterized.txt`` among ``files`` (lines ``<n> <index> ...``
+    between rules); empty when there is none."""
+    path = next((f for f in files if f.name == _UNCHARACTERIZED), None)
+    if path is None:
         return set()
     out = set()
     for line in path.read_text().splitlines():
@@ -280,7 +294,7 @@ def _read_raw(sdf: Path, table: Path, uncharacterized: set[int], report: SkipRep
             record = f"{i} ({row.get('mol_id', '?')})"
             index = int(row["mol_id"].split("_")[-1])
             if index in uncharacterized:
-                report.add(InvalidInputError(sdf, "listed in uncharacterized.txt (failed QM9's geometry consistency check)", record))
+                report.add(InvalidInputError(sdf, _UNCHARACTERIZED_REASON, record))
                 continue
             data = report.guard(lambda: _raw_record_to_data(supplier[i], row, str(sdf), record), skip_invalid)
             if data is not None:
@@ -317,18 +331,15 @@ _DB_INDEX_KEYS = ("index", "idx")
 _ATOMREF_TOLERANCE_EV = 2e-6 * HARTREE_TO_EV
 
 
-def _db_value(row, name: str):
-    for container in (row.get("data") or {}, row.key_value_pairs):
-        if name in container:
-            return container[name]
-    return None
+# a property is looked up in the row's data (schnetpack), then its key_value_pairs
+_DB_PLACES = ("data", "key_value_pairs")
 
 
 class _DbLayout:
     """Names, unit factors and atom references of a schnetpack-style QM9 database."""
 
-    def __init__(self, path: Path, metadata: dict, count: int) -> None:
-        source = str(path)
+    def __init__(self, database: ASEDatabase) -> None:
+        source, metadata = str(database.path), database.metadata
         units = metadata.get("_property_unit_dict")
         if not isinstance(units, dict) or not units:
             raise InvalidInputError(
@@ -350,11 +361,7 @@ class _DbLayout:
             except ValueError as error:
                 raise InvalidInputError(source, f"unit of {name!r} in metadata _property_unit_dict: {error}") from None
             self.names[target] = name
-        try:
-            self.length = unit_factor(metadata.get("_distance_unit", "Ang"), "length")
-        except ValueError as error:
-            raise InvalidInputError(source, f"metadata _distance_unit: {error}") from None
-        self.full = count == NUM_MOLECULES_ALL
+        self.full = database.count == NUM_MOLECULES_ALL
         self._check_atomrefs(source, metadata.get("atomrefs"))
 
     def _check_atomrefs(self, source: str, atomrefs) -> None:
@@ -378,23 +385,25 @@ class _DbLayout:
                     )
 
 
-def _db_row_to_data(row, layout: _DbLayout, source: str, stem: str) -> Data:
-    record = f"row {row.id}"
-    z = [int(v) for v in row.numbers]
+def _db_row_to_data(row_id: int, atoms, layout: _DbLayout, source: str, stem: str) -> Data:
+    """The graph of one database row (``atoms`` from :meth:`ASEDatabase.frames`, positions in Å)."""
+    record = f"row {row_id}"
+    z = [int(v) for v in atoms.numbers]
     if not z:
         raise InvalidInputError(source, "row has no atoms", record)
     unknown = sorted({v for v in z if v not in ATOM_REFERENCES})
     if unknown:
         raise InvalidInputError(source, f"unknown elements (atomic numbers {unknown}; QM9 has H, C, N, O, F)", record)
-    pos = torch.tensor(np.array(row.positions, dtype=np.float64)) * layout.length
+    pos = torch.tensor(np.array(atoms.positions, dtype=np.float64))
     if not bool(torch.isfinite(pos).all()):
         raise InvalidInputError(source, "non-finite (NaN or infinite) coordinates", record)
     values = {}
     for target, name in layout.names.items():
-        value = _db_value(row, name)
-        if value is None:
-            present = sorted(set(row.get("data") or {}) | set(row.key_value_pairs))
+        found = lookup_entry(atoms, name, _DB_PLACES)
+        if found is None:
+            present = sorted(set(atoms.info.get("data") or {}) | set(atoms.info.get("key_value_pairs") or {}))
             raise InvalidInputError(source, f"no {name!r} (QM9 target {target!r}) in the row; it has {present}", record)
+        value = found[0]
         try:
             array = [float(v) for v in np.asarray(value, dtype=np.float64).reshape(-1)]
         except (TypeError, ValueError):
@@ -405,31 +414,26 @@ def _db_row_to_data(row, layout: _DbLayout, source: str, stem: str) -> Data:
     refs = [sum(ATOM_REFERENCES[zi][k] for zi in z) * HARTREE_TO_EV for k in range(4)]
     atomisation = [values[target] - ref for target, ref in zip(_DB_ENERGIES, refs)]
     y = [values[t] for t in TARGETS[:12]] + atomisation + [values[t] for t in ("A", "B", "C")]
-    key = next((row.key_value_pairs[k] for k in _DB_INDEX_KEYS if k in row.key_value_pairs), None)
-    index = int(key) if key is not None else int(row.id)
+    key_value_pairs = atoms.info.get("key_value_pairs") or {}
+    key = next((key_value_pairs[k] for k in _DB_INDEX_KEYS if k in key_value_pairs), None)
+    index = int(key) if key is not None else int(row_id)
     data = _molecule(z, pos, y, index, "")
     if key is None and not layout.full:
-        data[K.NAME] = f"{stem}:row{row.id}"
+        data[K.NAME] = f"{stem}:row{row_id}"
     return data
 
 
 def _read_ase_db(path: Path, uncharacterized: set[int], report: SkipReport, skip_invalid: bool) -> list[Data]:
-    import ase.db
-
     source = str(path)
-    try:
-        db = ase.db.connect(source, type="db")
-        metadata, count = dict(db.metadata), db.count()
-    except Exception as error:  # sqlite3 errors of a file that is not an ASE database
-        raise InvalidInputError(source, f"not a readable ASE database: {type(error).__name__}: {error}") from None
-    layout = _DbLayout(path, metadata, count)
+    database = ASEDatabase(path)
+    layout = _DbLayout(database)
     graphs = []
-    for row in db.select():
-        data = report.guard(lambda: _db_row_to_data(row, layout, source, path.stem), skip_invalid)
+    for row_id, atoms in database.frames():
+        data = report.guard(lambda: _db_row_to_data(row_id, atoms, layout, source, path.stem), skip_invalid)
         if data is None:
             continue
         if uncharacterized and data[K.NAME].startswith("gdb_") and int(data[K.MOLECULE_INDEX]) in uncharacterized:
-            report.add(InvalidInputError(source, "listed in uncharacterized.txt (failed QM9's geometry consistency check)", f"row {row.id}"))
+            report.add(InvalidInputError(source, _UNCHARACTERIZED_REASON, f"row {row_id}"))
             continue
         graphs.append(data)
     return graphs
@@ -457,14 +461,12 @@ def _source_file(path: Path) -> tuple[str, list[Path]]:
     if path.suffix.lower() == ".db" or _is_sqlite(path):
         if not _is_sqlite(path):
             raise InvalidInputError(path, "QM9 source is a .db file but not an SQLite (ASE) database")
-        extra = [path.parent / "uncharacterized.txt"] if (path.parent / "uncharacterized.txt").exists() else []
-        return "asedb", [path, *extra]
+        return "asedb", [path, *_uncharacterized_in(path.parent)]
     if path.suffix.lower() == ".sdf":
         table = path.with_name(path.name + ".csv")
         if not table.is_file():
             raise InvalidInputError(path, f"QM9 source is an SDF file but its table {table.name} is not next to it")
-        extra = [path.parent / "uncharacterized.txt"] if (path.parent / "uncharacterized.txt").exists() else []
-        return "raw", [path, table, *extra]
+        return "raw", [path, table, *_uncharacterized_in(path.parent)]
     if path.suffix.lower() == ".csv":
         if _is_qm9pack_csv(path):
             return "csv", [path]
@@ -495,8 +497,7 @@ def _find_source(source: str | Path | None) -> tuple[str, list[Path]]:
     for sdf in sorted(folder.glob("*.sdf")):
         table = sdf.with_name(sdf.name + ".csv")
         if table.exists():
-            extra = [folder / "uncharacterized.txt"] if (folder / "uncharacterized.txt").exists() else []
-            return "raw", [sdf, table, *extra]
+            return "raw", [sdf, table, *_uncharacterized_in(folder)]
     files = sorted(p for p in folder.glob("*.csv") if _is_qm9pack_csv(p))
     if not files:
         dbs = sorted(p.name for p in folder.glob("*.db"))
@@ -555,13 +556,11 @@ class QM9(CachedDataset):
         return {"kind": self.source_kind, "skip_invalid": self.skip_invalid}
 
     def read(self, report: SkipReport) -> list[Data]:
+        uncharacterized = _read_uncharacterized(self._files)
         if self.source_kind == "asedb":
-            db, *extra = self._files
-            uncharacterized = _read_uncharacterized(extra[0]) if extra else set()
-            return _read_ase_db(db, uncharacterized, report, self.skip_invalid)
+            return _read_ase_db(self._files[0], uncharacterized, report, self.skip_invalid)
         if self.source_kind == "raw":
-            sdf, table, *extra = self._files
-            uncharacterized = _read_uncharacterized(extra[0]) if extra else set()
+            sdf, table = self._files[:2]
             return _read_raw(sdf, table, uncharacterized, report, self.skip_invalid)
         return _read_csv_files(self._files, report, self.skip_invalid)
 

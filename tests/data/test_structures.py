@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from eqgeo.data import InvalidInputError, SkipReport, from_ase_atoms, keys, read_xyz
-from eqgeo.data.units import KCAL_PER_MOL_TO_EV
+from eqgeo.data import InvalidInputError, SkipReport, from_ase_atoms, keys, read_structures, read_xyz
+from eqgeo.data.structures import ASEDatabase, is_ase_db, lookup_entry
+from eqgeo.data.units import BOHR_TO_ANGSTROM, HARTREE_TO_EV, KCAL_PER_MOL_TO_EV
+
+from ..datasets._schnetpack import write_schnetpack_db
 
 
 def test_units_are_converted_and_required():
@@ -102,3 +106,99 @@ def test_ase_json_database_rows_with_data(tmp_path):
         read_structures(path, energy_key="lumo", energy_unit="Hartree", require_energy=True)
     with pytest.raises(InvalidInputError, match=r"entry 'homo' holds 2 values, expected one number"):
         from_ase_atoms(Atoms("H", info={"homo": [1.0, 2.0]}), energy_key="homo", energy_unit="eV")
+
+
+# ---------------------------------------------------------------------------------------------
+# ASE databases: which unit applies to which entry
+# ---------------------------------------------------------------------------------------------
+
+
+def _forces(n: int) -> np.ndarray:
+    return np.arange(3 * n, dtype=np.float64).reshape(n, 3) * 0.01
+
+
+def test_forces_without_a_stated_unit_are_per_the_files_distance_unit(tmp_path):
+    """Positions in Bohr and forces in row data with no unit in the metadata: the forces are in
+    energy_unit per Bohr (-dE/dx in the file's own units), not per Å."""
+    water = Atoms("OH2", positions=[[0.0, 0.0, 0.22], [0.0, 1.43, -0.89], [0.0, -1.43, -0.89]])
+    rows = [(water, {"energy_U0": np.array([-76.4]), "forces": _forces(3)})]
+    path = write_schnetpack_db(tmp_path / "bohr.db", rows, {"energy_U0": "Ha"}, distance_unit="Bohr")
+    (frame,) = read_structures(path, energy_key="energy_U0", energy_unit="Hartree")
+    assert frame[keys.POSITION][1, 1].item() == pytest.approx(1.43 * BOHR_TO_ANGSTROM, rel=1e-6)
+    assert frame[keys.ENERGY].item() == pytest.approx(-76.4 * HARTREE_TO_EV, rel=1e-12)
+    expected = _forces(3) * HARTREE_TO_EV / BOHR_TO_ANGSTROM
+    np.testing.assert_allclose(frame[keys.FORCES].double().numpy(), expected, rtol=1e-6)
+    # no units in the metadata at all: energy_unit per Bohr too
+    path = write_schnetpack_db(tmp_path / "nounits.db", rows, None, distance_unit="Bohr")
+    (frame,) = read_structures(path, energy_key="energy_U0", energy_unit="kcal/mol")
+    np.testing.assert_allclose(frame[keys.FORCES].double().numpy(), _forces(3) * KCAL_PER_MOL_TO_EV / BOHR_TO_ANGSTROM, rtol=1e-6)
+    # a file that is not a database: per Å
+    frame = from_ase_atoms(Atoms("H", info={"e": 1.0}, calculator=None), energy_key="e", energy_unit="Ha")
+    assert frame[keys.ENERGY].item() == pytest.approx(HARTREE_TO_EV)
+
+
+def test_ase_columns_are_ev_whatever_the_metadata_lists(tmp_path):
+    """ASE's own energy/forces columns (a row's calculator results) are eV and eV/Å by ASE's
+    convention; a unit that _property_unit_dict lists under the same name is for row data only."""
+    methane = Atoms("CH4", positions=[[0, 0, 0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63], [-0.63, 0.63, -0.63], [0.63, -0.63, -0.63]])
+    methane.calc = SinglePointCalculator(methane, energy=-1100.0, forces=_forces(5))
+    units = {"energy": "Ha", "forces": "Ha/Bohr", "gap": "Ha"}
+    path = write_schnetpack_db(tmp_path / "columns.db", [(methane, {"gap": np.array([0.5])})], units)
+    (frame,) = read_structures(path)
+    assert frame[keys.ENERGY].item() == -1100.0
+    np.testing.assert_allclose(frame[keys.FORCES].double().numpy(), _forces(5), rtol=1e-6)
+    # the row's data still takes the metadata's unit; ASE's forces stay eV/Å beside it
+    (frame,) = read_structures(path, energy_key="gap")
+    assert frame[keys.ENERGY].item() == pytest.approx(0.5 * HARTREE_TO_EV, rel=1e-12)
+    np.testing.assert_allclose(frame[keys.FORCES].double().numpy(), _forces(5), rtol=1e-6)
+    # an energy_unit that contradicts ASE's convention raises, as one contradicting the metadata does
+    with pytest.raises(InvalidInputError, match=r"energy_unit='kcal/mol' contradicts the unit 'eV' that ASE's convention"):
+        read_structures(path, energy_unit="kcal/mol")
+    # the same entries outside a database have no stated unit: energy_unit applies
+    frame = from_ase_atoms(methane, energy_unit="kcal/mol", units=units)
+    assert frame[keys.ENERGY].item() == pytest.approx(-1100.0 * KCAL_PER_MOL_TO_EV)
+
+
+def test_ase_database_rows_slices_and_files(tmp_path):
+    molecules = [
+        (Atoms("H2", positions=[[0, 0, 0], [0.7 + 0.01 * i, 0, 0]]), {"e": np.array([float(i)])}, {"step": i}) for i in range(5)
+    ]
+    path = write_schnetpack_db(tmp_path / "h2.sqlite", molecules, {"e": "eV"})
+    assert is_ase_db(path) and not is_ase_db(tmp_path / "h2.xyz")
+    database = ASEDatabase(path)  # an SQLite database whatever its suffix
+    assert database.count == 5 and database.units == {"e": "eV"} and database.distance_unit == "Ang"
+    assert [row_id for row_id, _ in database.frames()] == [1, 2, 3, 4, 5]
+    assert [row_id for row_id, _ in database.frames("1::2")] == [2, 4]
+    assert [row_id for row_id, _ in database.frames("::-2")] == [5, 3, 1]
+    assert [row_id for row_id, _ in database.frames(-1)] == [5]
+    ((row_id, atoms),) = database.frames("step>3")  # a query
+    value, place = lookup_entry(atoms, "e")
+    assert row_id == 5 and place == "data" and value.tolist() == [4.0]
+    assert lookup_entry(atoms, "step") == (4, "key_value_pairs") and lookup_entry(atoms, "step", ("data",)) is None
+    with pytest.raises(InvalidInputError, match=r"no row selected \(index '7:'\)"):
+        list(database.frames("7:"))
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    with pytest.raises(InvalidInputError, match=r"empty.db: file is empty"):
+        ASEDatabase(empty)
+    assert empty.read_bytes() == b""  # not made into a database by looking at it
+    text = tmp_path / "text.db"
+    text.write_text("not a database")
+    with pytest.raises(InvalidInputError, match=r"text.db: not a readable ASE database"):
+        ASEDatabase(text)
+
+
+def test_unit_values_are_codata_2018_and_ase_differs_by_1e_8():
+    """The units module's docstring: CODATA 2018; ASE's (CODATA 2014) within ~1e-8 relative."""
+    import ase.units
+
+    from eqgeo.data.units import DEBYE_PER_E_ANGSTROM
+
+    assert HARTREE_TO_EV == 27.211386246 and BOHR_TO_ANGSTROM == 0.529177210903
+    for ours, ases in (
+        (HARTREE_TO_EV, ase.units.Hartree),
+        (BOHR_TO_ANGSTROM, ase.units.Bohr),
+        (KCAL_PER_MOL_TO_EV, ase.units.kcal / ase.units.mol),
+        (DEBYE_PER_E_ANGSTROM, 1 / ase.units.Debye),
+    ):
+        assert ours != ases and abs(ases / ours - 1) < 2e-8

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from ase import Atoms
 from ase.build import bulk
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
@@ -11,7 +13,9 @@ from torch_geometric.data import Batch
 
 from eqgeo.data import InvalidInputError, RadiusGraph, edge_vectors, keys
 from eqgeo.data.units import BOHR_TO_ANGSTROM, HARTREE_TO_EV, KCAL_PER_MOL_TO_EV
-from eqgeo.datasets import ASEDataset, default_cache_root
+from eqgeo.datasets import ASEDataset, _cached, default_cache_root
+
+from ._schnetpack import write_schnetpack_db
 
 
 def test_any_info_key_as_energy(shared_data, tmp_path):
@@ -52,28 +56,18 @@ def test_default_cache_root(monkeypatch, tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-def _schnetpack_db(path, units, distance_unit="Ang", rows=None, atomrefs=None):
-    """A small ASE SQLite database laid out as schnetpack writes it: every property in the row's
-    ``data`` as a 1-element (or per-atom) array, units in ``metadata["_property_unit_dict"]``."""
-    import numpy as np
-    from ase import Atoms
-    from ase.db import connect
-
+def _molecules():
+    """Water and methane as schnetpack stores them: every property in the row's data as an array."""
     water = Atoms("OH2", positions=[[0.0, 0.0, 0.1173], [0.0, 0.7572, -0.4692], [0.0, -0.7572, -0.4692]])
     methane = Atoms("CH4", positions=[[0, 0, 0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63], [-0.63, 0.63, -0.63], [0.63, -0.63, -0.63]])
-    rows = rows or [
+    return [
         (water, {"gap": np.array([0.3]), "energy_U0": np.array([-76.4]), "forces": np.full((3, 3), 0.01)}),
         (methane, {"gap": np.array([0.5]), "energy_U0": np.array([-40.5]), "forces": np.zeros((5, 3))}),
     ]
-    with connect(str(path)) as db:
-        for atoms, data in rows:
-            db.write(atoms, data=data)
-    db = connect(str(path))
-    metadata = {"_property_unit_dict": units, "_distance_unit": distance_unit}
-    if atomrefs is not None:
-        metadata["atomrefs"] = atomrefs
-    db.metadata = metadata
-    return path
+
+
+def _schnetpack_db(path, units, distance_unit="Ang", atomrefs=None):
+    return write_schnetpack_db(path, _molecules(), units, distance_unit=distance_unit, atomrefs=atomrefs)
 
 
 def test_ase_db_reads_row_data_with_metadata_units(tmp_path):
@@ -140,3 +134,18 @@ def test_requested_key_absent_from_xyz_raises_and_partial_energies_are_named(tmp
     dataset = ASEDataset(path, tmp_path / "cache", energy_unit="eV", skip_invalid=True)
     assert len(dataset) == 1 and dataset.report.count == 1 and "record 1" in str(dataset.report.errors[0])
     assert ASEDataset(path, tmp_path / "cache", energy_key="U0", energy_unit="eV")[1][keys.ENERGY].item() == -4.0
+
+
+def test_cache_version_is_part_of_the_cache_name(tmp_path, monkeypatch):
+    """What a cache holds changed with version 2 (database rows read with their data and metadata
+    units): a cache written under an older version is never read, the dataset is rebuilt beside it."""
+    assert _cached.CACHE_VERSION >= 2
+    path = _schnetpack_db(tmp_path / "mols.db", {"gap": "Ha", "energy_U0": "Ha", "forces": "Ha/Bohr"})
+    monkeypatch.setattr(_cached, "CACHE_VERSION", 1)
+    old = ASEDataset(path, tmp_path / "cache", energy_key="gap")
+    old.save([old[1]], old.processed_paths[0])  # a stale cache: other graphs under the old version's name
+    assert len(ASEDataset(path, tmp_path / "cache", energy_key="gap")) == 1  # the same version reads it back
+    monkeypatch.undo()
+    current = ASEDataset(path, tmp_path / "cache", energy_key="gap")
+    assert current.processed_paths[0] != old.processed_paths[0] and len(current) == 2
+    assert current[0][keys.ENERGY].item() == pytest.approx(0.3 * HARTREE_TO_EV, rel=1e-12)

@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 import torch
 from ase import Atoms
-from ase.db import connect
 
 from eqgeo.data import InvalidInputError, keys
 from eqgeo.data.units import BOHR_TO_ANGSTROM, DEBYE_PER_E_ANGSTROM, HARTREE_TO_EV
 from eqgeo.datasets import QM9
 from eqgeo.datasets.qm9 import ATOM_REFERENCES, TARGETS
+
+from ._schnetpack import write_schnetpack_db
 
 NUM_ROWS = 6  # CH4, NH3, H2O, C2H2, HCN, H2CO
 
@@ -82,25 +83,24 @@ def csv_dataset(rows, tmp_path):
     return QM9(tmp_path / "cache_csv", source=path)
 
 
-def _write_db(path, csv_rows, *, names=None, units=SCHNETPACK_UNITS, scale=None, length=1.0, metadata=None,
-              index_key=False, drop=None):
-    """A schnetpack-style ASE database: one row per molecule, properties as 1-element arrays in row.data."""
+def _molecules(csv_rows, *, names=None, scale=None, length=1.0, index_key=False, drop=None):
+    """schnetpack's rows of the qm9pack CSV rows: ``(atoms, data, key_value_pairs)`` with every property a
+    1-element array in ``data`` under ``names`` (schnetpack's by default), times ``scale``; positions
+    divided by ``length`` (Å per the database's distance unit); ``drop=(i, name)`` leaves one property
+    out of row ``i``; ``index_key`` stores the QM9 index as a key."""
     names = names or {name: name for name in SCHNETPACK_COLUMNS}
     scale = scale or {}
-    with connect(str(path)) as db:
-        for i, row in enumerate(csv_rows):
-            atoms = Atoms(ast.literal_eval(row["Elements"]), positions=np.array(ast.literal_eval(row["XYZ_Ang"])) / length)
-            data = {names[n]: np.array([float(row[c]) * scale.get(n, 1.0)]) for n, c in SCHNETPACK_COLUMNS.items()}
-            if drop is not None and i == drop[0]:
-                del data[drop[1]]
-            db.write(atoms, data=data, **({"index": int(row["Index"])} if index_key else {}))
-    db = connect(str(path))
-    db.metadata = metadata if metadata is not None else {
-        "_property_unit_dict": {names[n]: u for n, u in units.items()},
-        "_distance_unit": "Ang",
-        "atomrefs": _atomrefs(),
-    }
-    return path
+    for i, row in enumerate(csv_rows):
+        atoms = Atoms(ast.literal_eval(row["Elements"]), positions=np.array(ast.literal_eval(row["XYZ_Ang"])) / length)
+        data = {names[n]: np.array([float(row[c]) * scale.get(n, 1.0)]) for n, c in SCHNETPACK_COLUMNS.items()}
+        if drop is not None and i == drop[0]:
+            del data[drop[1]]
+        yield atoms, data, ({"index": int(row["Index"])} if index_key else {})
+
+
+def _write_db(path, csv_rows, **options):
+    """The database schnetpack's QM9 writes: its names and units, positions in Å, QM9's atomrefs."""
+    return write_schnetpack_db(path, _molecules(csv_rows, **options), SCHNETPACK_UNITS, atomrefs=_atomrefs())
 
 
 def test_schnetpack_db_gives_the_wheel_targets(rows, csv_dataset, tmp_path):
@@ -129,12 +129,13 @@ def test_other_units_and_short_names_give_the_same_targets(rows, csv_dataset, tm
     scale = {n: HARTREE_TO_EV for n, u in SCHNETPACK_UNITS.items() if u == "Ha"}
     scale.update(dipole_moment=1 / DEBYE_PER_E_ANGSTROM, isotropic_polarizability=BOHR_TO_ANGSTROM**3)
     units.update({n: "eV" for n in scale if SCHNETPACK_UNITS[n] == "Ha"})
-    metadata = {
-        "_property_unit_dict": {names[n]: u for n, u in units.items()},
-        "_distance_unit": "Bohr",
-        "atomrefs": _atomrefs(1 / HARTREE_TO_EV, [names[n] for n in ENERGIES]),
-    }
-    db = _write_db(tmp_path / "qm9_ev.db", rows[1], names=names, scale=scale, length=BOHR_TO_ANGSTROM, metadata=metadata)
+    db = write_schnetpack_db(
+        tmp_path / "qm9_ev.db",
+        _molecules(rows[1], names=names, scale=scale, length=BOHR_TO_ANGSTROM),
+        {names[n]: u for n, u in units.items()},
+        distance_unit="Bohr",
+        atomrefs=_atomrefs(1 / HARTREE_TO_EV, [names[n] for n in ENERGIES]),
+    )
     dataset = QM9(tmp_path / "cache", source=db)
     for from_db, from_csv in zip(dataset, csv_dataset):
         torch.testing.assert_close(from_db[keys.POSITION], from_csv[keys.POSITION], atol=1e-6, rtol=0)
@@ -153,23 +154,22 @@ def test_missing_property_is_named_with_the_row_and_keys(rows, tmp_path):
 
 
 def test_database_without_units_or_with_other_atomrefs_raises(rows, tmp_path):
-    db = _write_db(tmp_path / "nounits.db", rows[1][:2], metadata={"_distance_unit": "Ang"})
+    db = write_schnetpack_db(tmp_path / "nounits.db", _molecules(rows[1][:2]), None)
     with pytest.raises(InvalidInputError, match=r"nounits.db: the database metadata has no '_property_unit_dict'"):
         QM9(tmp_path / "cache", source=db)
     partial = dict(SCHNETPACK_UNITS)
     del partial["zpve"]
-    db = _write_db(tmp_path / "partial.db", rows[1][:2], units=partial)
+    db = write_schnetpack_db(tmp_path / "partial.db", _molecules(rows[1][:2]), partial, atomrefs=_atomrefs())
     with pytest.raises(InvalidInputError, match=r"no unit for QM9 target 'zpve' .*looked for \['zpve'\]"):
         QM9(tmp_path / "cache", source=db)
     refs = _atomrefs()
     refs["energy_U0"][6] += 0.01  # not QM9's carbon
-    metadata = {"_property_unit_dict": SCHNETPACK_UNITS, "atomrefs": refs}
-    db = _write_db(tmp_path / "refs.db", rows[1][:2], metadata=metadata)
+    db = write_schnetpack_db(tmp_path / "refs.db", _molecules(rows[1][:2]), SCHNETPACK_UNITS, distance_unit=None, atomrefs=refs)
     with pytest.raises(InvalidInputError, match=r"atomrefs\['energy_U0'\]\[6\] = .* differs from QM9's isolated-atom energy"):
         QM9(tmp_path / "cache", source=db)
     # atomrefs are optional: QM9's table is used
-    metadata = {"_property_unit_dict": SCHNETPACK_UNITS}
-    assert len(QM9(tmp_path / "cache", source=_write_db(tmp_path / "norefs.db", rows[1][:2], metadata=metadata))) == 2
+    db = write_schnetpack_db(tmp_path / "norefs.db", _molecules(rows[1][:2]), SCHNETPACK_UNITS, distance_unit=None)
+    assert len(QM9(tmp_path / "cache", source=db)) == 2
 
 
 def test_index_key_names_molecules_and_uncharacterized_are_reported(rows, tmp_path):
