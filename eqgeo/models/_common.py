@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Optional, Sequence
 
 import torch
@@ -13,7 +14,17 @@ from ..nn import EquivariantConv, EquivariantTransformerConv, Gate, Linear, Radi
 from ..nn.equivariant_conv import _edge_lengths
 from ..o3 import Irreps, SphericalHarmonics
 
-__all__ = ["hidden_irreps", "SpeciesEmbedding", "check_species", "InteractionStack", "graph_inputs", "PARITIES", "LAYERS"]
+__all__ = [
+    "hidden_irreps",
+    "SpeciesEmbedding",
+    "check_species",
+    "UnknownSpeciesError",
+    "naming_graphs",
+    "InteractionStack",
+    "graph_inputs",
+    "PARITIES",
+    "LAYERS",
+]
 
 #: ``"natural"``: hidden features ``c x 0e + c x 1o + c x 2e + ...`` (parity ``(-1)^l``, as MACE);
 #: ``"full"``: both parities at every ``l`` (``c x 0e + c x 0o + c x 1o + c x 1e + ...``, NequIP's
@@ -45,9 +56,10 @@ class SpeciesEmbedding(torch.nn.Module):
         allow_unknown: map atomic numbers outside ``species`` to one extra "other" type instead
             of raising.
 
-    An atomic number the model does not know raises ``ValueError`` naming it, its element and,
-    when ``batch`` is given, the frame and atom index within the frame of each such atom
-    (checked in eager mode; compiled graphs skip the check).
+    An atomic number the model does not know raises :class:`UnknownSpeciesError` (a
+    ``ValueError``) naming it, its element and, when ``batch`` is given, the graph (its index in
+    the batch) and the atom's index within that graph of each such atom (checked in eager mode;
+    compiled graphs skip the check).
     """
 
     def __init__(self, species: Sequence[int], channels: int, num_kinds: int = 1, allow_unknown: bool = False) -> None:
@@ -76,7 +88,7 @@ class SpeciesEmbedding(torch.nn.Module):
 
     def types(self, z: Tensor, batch: Optional[Tensor] = None) -> Tensor:
         """Type index of each atom, ``(N,)``; ``batch`` (the graph of each atom) makes the error for an
-        unknown element name the frame and the atom within it."""
+        unknown element name the graph and the atom within it."""
         if not torch.compiler.is_compiling() and z.numel():
             check_species(z, self.type_of, self.species, batch)
         return self.type_of[z]
@@ -94,12 +106,62 @@ def _element(z: int) -> str:
     return chemical_symbols[z] if 1 <= z < len(chemical_symbols) else f"Z={z}"
 
 
-def check_species(z: Tensor, type_of: Tensor, species: Sequence[int], batch: Optional[Tensor] = None, limit: int = 10) -> None:
-    """Raise ``ValueError`` if an atomic number is outside 1..118 or has no entry (``-1``) in ``type_of``.
+class UnknownSpeciesError(ValueError):
+    """An atomic number the model has no parameters for (see :func:`check_species`).
 
-    The message names the unknown elements and, for the first ``limit`` offending atoms, the frame
-    (graph index in the batch, from ``batch``) and the atom's index within that frame, e.g.
-    ``frame 1, atom 3 (Br)``. Without ``batch`` all atoms are taken as one frame 0.
+    Attributes:
+        unknown: the unknown atomic numbers.
+        species: the model's species.
+        atoms: ``(graph, atom, element)`` of the first offending atoms: the graph's index in the
+            batch and the atom's index within that graph.
+        more: how many further offending atoms ``atoms`` leaves out.
+    """
+
+    def __init__(self, message: str, unknown=(), species=(), atoms=(), more: int = 0) -> None:
+        super().__init__(message)
+        self.unknown, self.species, self.atoms, self.more = list(unknown), list(species), list(atoms), int(more)
+
+    @classmethod
+    def build(cls, unknown, species, atoms, more: int = 0, names=None) -> UnknownSpeciesError:
+        """The error with its message; ``names`` (one per graph of the batch, e.g. ``batch.name``)
+        adds each graph's name."""
+        if isinstance(names, str):  # a single Data's name
+            names = [names]
+
+        def graph(g: int) -> str:
+            named = names is not None and 0 <= g < len(names) and names[g] is not None
+            return f"graph {g} of the batch" + (f" (name {names[g]!r})" if named else "")
+
+        where = "; ".join(f"{graph(g)}, atom {a} ({element})" for g, a, element in atoms)
+        message = (
+            f"atomic numbers {list(unknown)} are not among the model's species {list(species)} "
+            f"({', '.join(_element(u) for u in unknown)} not in {', '.join(_element(int(s)) for s in species)}): "
+            f"{where}{f'; and {more} more' if more else ''} (graph: its index in the batch; atom: its index within "
+            "that graph)"
+        )
+        return cls(message, unknown, species, atoms, more)
+
+    def with_names(self, names) -> UnknownSpeciesError:
+        """The same error naming each graph by ``names`` (one per graph, e.g. ``batch.name``)."""
+        return UnknownSpeciesError.build(self.unknown, self.species, self.atoms, self.more, names)
+
+
+def check_species(
+    z: Tensor,
+    type_of: Tensor,
+    species: Sequence[int],
+    batch: Optional[Tensor] = None,
+    limit: int = 10,
+    names: Optional[Sequence[str]] = None,
+) -> None:
+    """Raise :class:`UnknownSpeciesError` (a ``ValueError``) if an atomic number is outside 1..118
+    or has no entry (``-1``) in ``type_of``.
+
+    The message names the unknown elements and, for the first ``limit`` offending atoms, the
+    graph (its index in the batch, from ``batch``), the atom's index within that graph and its
+    element, e.g. ``graph 1 of the batch, atom 3 (Br)``; with ``names`` (one per graph, e.g. a
+    batch's ``name``: the file and frame it was read from) also the graph's name. Without
+    ``batch`` all atoms are taken as one graph 0.
     """
     bad = (z < 1) | (z > 118) | (type_of[z.clamp(0, type_of.numel() - 1)] < 0)
     if not bool(bad.any()):
@@ -109,18 +171,26 @@ def check_species(z: Tensor, type_of: Tensor, species: Sequence[int], batch: Opt
         batch = torch.zeros_like(z)
     batch = batch.to(z.device)
     num_graphs = int(batch.max()) + 1 if batch.numel() else 1
-    # index of each atom within its frame: its position minus the position of its frame's first atom
+    # index of each atom within its graph: its position minus the position of its graph's first atom
     counts = torch.zeros(num_graphs, dtype=torch.long, device=z.device).index_add_(0, batch, torch.ones_like(batch))
     first = torch.cumsum(counts, 0) - counts
     local = torch.arange(z.numel(), device=z.device) - first[batch]
     where = bad.nonzero().flatten()
-    atoms = [f"frame {int(batch[i])}, atom {int(local[i])} ({_element(int(z[i]))})" for i in where[:limit].tolist()]
-    more = f"; and {where.numel() - limit} more" if where.numel() > limit else ""
-    raise ValueError(
-        f"atomic numbers {unknown} are not among the model's species {list(species)} "
-        f"({', '.join(_element(u) for u in unknown)} not in {', '.join(_element(int(s)) for s in species)}): "
-        f"{'; '.join(atoms)}{more} (frame: the graph's index in the batch; atom: its index within that frame)"
-    )
+    atoms = [(int(batch[i]), int(local[i]), _element(int(z[i]))) for i in where[:limit].tolist()]
+    raise UnknownSpeciesError.build(unknown, species, atoms, max(where.numel() - limit, 0), names)
+
+
+@contextmanager
+def naming_graphs(data):
+    """Within it, an :class:`UnknownSpeciesError` names each graph by ``data.name`` (when the
+    ``Data``/``Batch`` has names): for a model's forward, whose tensor-only parts check the species."""
+    try:
+        yield
+    except UnknownSpeciesError as error:
+        names = getattr(data, K.NAME, None)
+        if names is None:
+            raise
+        raise error.with_names(names) from None
 
 
 def _gate_for(irreps_target: Irreps) -> tuple[Irreps, Gate]:

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ..data.neighbors import edge_vectors
 from ..nn._buffers import keep_float64
-from ._common import InteractionStack, SpeciesEmbedding, graph_inputs, hidden_irreps, scalar_head, scatter_sum
+from ._common import InteractionStack, SpeciesEmbedding, graph_inputs, hidden_irreps, naming_graphs, scalar_head, scatter_sum
 
 __all__ = ["InteratomicPotential"]
 
@@ -193,7 +193,8 @@ class InteratomicPotential(torch.nn.Module):
                 sym = 0.5 * (strain + strain.transpose(1, 2))
                 x_pos = pos + torch.einsum("ni,nij->nj", pos, sym[g.batch])
                 cell = cell + cell @ sym
-            atomic = self.atomic_energies(g.z, x_pos, g.edge_index, g.batch, g.shifts, cell)
+            with naming_graphs(data):
+                atomic = self.atomic_energies(g.z, x_pos, g.edge_index, g.batch, g.shifts, cell)
             energy = scatter_sum(atomic, g.batch, g.num_graphs)
             out = {"energy": energy, "atomic_energy": atomic}
             if compute_forces or compute_stress:

@@ -12,7 +12,7 @@ from ..data.neighbors import edge_vectors
 from ..nn import Linear
 from ..o3 import Irreps
 from ..nn._buffers import keep_float64
-from ._common import InteractionStack, SpeciesEmbedding, graph_inputs, hidden_irreps, scalar_head, scatter_sum
+from ._common import InteractionStack, SpeciesEmbedding, graph_inputs, hidden_irreps, naming_graphs, scalar_head, scatter_sum
 
 __all__ = ["PropertyModel", "target_statistics", "DEBYE_PER_E_ANGSTROM"]
 
@@ -207,7 +207,8 @@ class PropertyModel(torch.nn.Module):
             charge = charge.reshape(-1)
         elif getattr(data, K.FORMAL_CHARGE, None) is not None:
             charge = scatter_sum(data[K.FORMAL_CHARGE].to(g.pos.dtype), g.batch, g.num_graphs)
-        return self.predict(g.z, g.pos, g.edge_index, g.batch, g.num_graphs, charge)
+        with naming_graphs(data):
+            return self.predict(g.z, g.pos, g.edge_index, g.batch, g.num_graphs, charge)
 
     def __repr__(self) -> str:
         n = sum(p.numel() for p in self.parameters())
