@@ -3,7 +3,9 @@
 After a plain ``import eqgeo`` every subpackage is reachable as an attribute (``eqgeo.nn``,
 ``eqgeo.datasets``, ...). Only :mod:`eqgeo.o3` is imported up front; the others are imported on
 first access (PEP 562 module ``__getattr__``), so ``import eqgeo`` does not pull in Lightning and
-Hydra (:mod:`eqgeo.training`), RDKit or ASE until they are used.
+Hydra (:mod:`eqgeo.training`), RDKit or ASE until they are used. ``from eqgeo import *`` imports
+the light subpackages (``__all__``), not ``training``, ``train`` and ``demo``; ``dir(eqgeo)``
+lists them all.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ _LAZY_SUBMODULES = {
     "train": "the python -m eqgeo.train entry point",
 }
 
-__all__ = [
-    "o3", "nn", "data", "datasets", "models", "testing", "calculators", "training", "demo", "train", "__version__",
-]  # fmt: skip
+# The light subpackages only: ``training``, ``demo`` and ``train`` pull in Lightning and Hydra, so
+# ``from eqgeo import *`` leaves them out; they are still attributes (imported on first access)
+# and listed by ``dir(eqgeo)``.
+__all__ = ["o3", "nn", "data", "datasets", "models", "testing", "calculators", "__version__"]
 
 
 def __getattr__(name: str):
@@ -43,4 +46,4 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(__all__) | set(_LAZY_SUBMODULES))
