@@ -33,7 +33,7 @@ from torch_geometric.nn.models.visnet import Distance, GatedEquivariantBlock
 from ..data import keys as K
 from ..data.neighbors import edge_vectors, radius_graph
 from ..nn._buffers import keep_float64
-from ._common import check_species, scatter_sum
+from ._common import check_species, naming_graphs, scatter_sum
 from .potential import InteratomicPotential
 from .property import _REDUCES, PropertyModel, set_target_statistics, target_statistics
 
@@ -248,7 +248,8 @@ class _PyGBaseline(torch.nn.Module):
         mode, as :class:`InteratomicPotential`.
         """
         z, pos, batch, num_graphs = self._inputs(data)
-        types = self._types(z, batch)
+        with naming_graphs(data):
+            types = self._types(z, batch)
         if self.mode == "property":
             if compute_forces:
                 raise ValueError("compute_forces is for mode='energy'")

@@ -51,7 +51,7 @@ def test_unknown_element_names_graph_and_atom_within_it(model):
     assert info.value.atoms == [(1, 2, "F"), (1, 4, "F")]
 
 
-@pytest.mark.parametrize("model", list(_models())[:2], ids=lambda m: type(m).__name__)
+@pytest.mark.parametrize("model", list(_models()), ids=lambda m: type(m).__name__)
 def test_unknown_element_names_the_graph_by_its_name(model):
     """Graphs read from files carry their name (file and frame, e.g. 'mols:row 7'): the error gives it."""
     with pytest.raises(UnknownSpeciesError) as info:
