@@ -10,7 +10,8 @@
 
 Under DDP the processes Lightning starts end with the ``eqgeo-train`` process that started them,
 however it ends (a SIGKILL included), and a rendezvous that cannot complete fails after
-``trainer.rendezvous_timeout_s`` (default 300 s) with a message naming what it waited for.
+``trainer.rendezvous_timeout_s`` (default 300 s) with a message naming what it waited for. Strategies
+that start the processes with multiprocessing (``ddp_spawn``, ``ddp_fork``, ``ddp_notebook``) are refused.
 """
 
 from __future__ import annotations
@@ -139,16 +140,25 @@ def _set_parent_death_signal(signum: int) -> bool:
         return False
 
 
-def _launcher_alive(pid: int, is_parent: bool) -> bool:
-    if is_parent:  # once the parent ends, this process is handed to another one
-        return os.getppid() == pid
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not ended. A zombie (ended, its exit status not yet collected
+    by its parent) has ended, although ``os.kill(pid, 0)`` still succeeds on it; on Linux its state in
+    ``/proc/<pid>/stat`` says so."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # it exists, owned by another user
+        pass
+    if not sys.platform.startswith("linux"):
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:  # it ended in between
+        return False
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")  # the state follows the command name
 
 
 def _launcher_gone(pid: int) -> None:
@@ -159,25 +169,38 @@ def _launcher_gone(pid: int) -> None:
     os._exit(1)
 
 
-def _end_with_launcher(launcher_pid: int, *, parent_death_signal: bool = True, poll_s: float = 1.0) -> None:
+def _end_with_launcher(launcher_pid: int, *, direct_child: bool = True, parent_death_signal: bool = True,
+                       poll_s: float = 1.0) -> None:
     """Makes this DDP process end when the ``eqgeo-train`` process that started it (``launcher_pid``) ends,
     however that ends: a launcher killed with SIGKILL runs no clean-up, and the processes it started
     would otherwise stay, training alone or waiting in ``init_process_group`` for a peer that is gone.
 
-    On Linux, when the launcher is this process's parent, the kernel sends SIGKILL as it ends
-    (``PR_SET_PDEATHSIG``; a SIGKILL, because a process blocked in a collective or in the rendezvous
-    runs no Python signal handler). Everywhere, a daemon thread checks the launcher every ``poll_s``
-    seconds and ends this process when it is gone. A launcher that ended before this was called is
-    caught by the first check, made at once.
+    Lightning starts every DDP process as a child of the launcher (``subprocess.Popen``), so by default
+    (``direct_child``) the launcher is alive exactly while it is this process's parent: a process whose
+    parent ends is handed to another one at once, whether or not the launcher's own parent has collected
+    its exit status yet (a zombie launcher), and a reused process id cannot pass for it. On Linux, the kernel
+    also sends SIGKILL as the parent ends (``PR_SET_PDEATHSIG``; a SIGKILL, because a process blocked in a
+    collective or in the rendezvous runs no Python signal handler). Everywhere, a daemon thread checks
+    the launcher every ``poll_s`` seconds and ends this process when it is gone. A launcher that ended
+    before this was called is caught by the first check, made at once. With ``direct_child=False`` (a
+    launcher that is not the parent) the launcher is alive while its process exists and is no zombie.
     """
-    is_parent = os.getppid() == launcher_pid
-    if parent_death_signal and is_parent:
-        _set_parent_death_signal(signal.SIGKILL)
-    if not _launcher_alive(launcher_pid, is_parent):
+    if direct_child:
+        if parent_death_signal:
+            _set_parent_death_signal(signal.SIGKILL)  # before the first check: no moment is left uncovered
+
+        def alive() -> bool:
+            return os.getppid() == launcher_pid
+    else:
+
+        def alive() -> bool:
+            return _process_alive(launcher_pid)
+
+    if not alive():
         _launcher_gone(launcher_pid)
 
     def watch() -> None:
-        while _launcher_alive(launcher_pid, is_parent):
+        while alive():
             time.sleep(poll_s)
         _launcher_gone(launcher_pid)
 
@@ -188,32 +211,83 @@ class DDPRendezvousError(RuntimeError):
     """The processes of a DDP job did not all meet in ``torch.distributed.init_process_group``."""
 
 
+def _refuse_multiprocessing(start_method: str, strategy: str) -> None:
+    """eqgeo-train runs DDP with the processes Lightning starts by running it again (start method
+    ``popen``: ``trainer.strategy=ddp``, and Lightning's choice for ``auto`` on several devices), not with
+    ``multiprocessing`` (``ddp_spawn``, ``ddp_fork``, ``ddp_notebook``; ``auto`` in a notebook)."""
+    if start_method == "popen":
+        return
+    raise ValueError(
+        f"{strategy} starts the DDP processes with multiprocessing (start method {start_method!r}), which "
+        "eqgeo-train does not support: every process, global rank 0 too, then trains on a copy of the Trainer "
+        "that this process never sees again (the learning curves, validation history and CSV logs it writes come "
+        "from this process), Lightning's EMA callback (trainer.ema_decay) cannot be copied into a spawned "
+        "process, and the processes would outlive an eqgeo-train that is killed. Use trainer.strategy=ddp: "
+        "eqgeo-train starts one process per device, each ending with it (from a notebook, run eqgeo-train in a "
+        "shell)"
+    )
+
+
+def _collective_timeout_setter():
+    """The function that sets the timeout of a process group's collectives once it stands:
+    ``ProcessGroup.set_timeout`` (documented), else ``distributed_c10d._set_pg_timeout``. Neither there is
+    an error, not a silent fallback: collectives would keep the rendezvous' time limit."""
+    from torch.distributed import distributed_c10d
+
+    if hasattr(torch.distributed.ProcessGroup, "set_timeout"):
+        return lambda group, timeout: group.set_timeout(timeout)
+    if hasattr(distributed_c10d, "_set_pg_timeout"):
+        return lambda group, timeout: distributed_c10d._set_pg_timeout(timeout, group)
+    raise RuntimeError(
+        f"torch {torch.__version__} has neither torch.distributed.ProcessGroup.set_timeout nor "
+        "torch.distributed.distributed_c10d._set_pg_timeout: eqgeo-train's DDP runs wait trainer.rendezvous_timeout_s "
+        "for the rendezvous and need one of them to give collectives their own, longer timeout afterwards "
+        "(without it every collective would fail after trainer.rendezvous_timeout_s). Install a torch that has one"
+    )
+
+
 class _RendezvousBoundedDDP(DDPStrategy):
     """Lightning's DDP strategy whose rendezvous (``init_process_group``: the TCP store global rank 0
     serves, and every process joining it) fails after ``rendezvous_timeout`` seconds with a message
     naming what it waited for, instead of after torch's 30 minutes (and more: the TCP store retries).
-    Collectives keep the strategy's ``timeout`` once the process group stands."""
+    Collectives get the strategy's ``timeout`` once the process group stands.
 
-    def __init__(self, *args, rendezvous_timeout: float = _RENDEZVOUS_TIMEOUT_S, **kwargs) -> None:
+    Made from the strategy Lightning builds (:meth:`adopt`), not constructed; only with the processes
+    started by running eqgeo-train again (start method ``popen``, :func:`_refuse_multiprocessing`).
+    """
+
+    rendezvous_timeout: float
+
+    @classmethod
+    def adopt(cls, strategy: DDPStrategy, rendezvous_timeout: float, name: str) -> _RendezvousBoundedDDP:
+        """Makes Lightning's own ``DDPStrategy`` of a Trainer (``trainer.strategy=ddp`` and the like, or
+        Lightning's choice for ``auto`` on several devices; ``name`` says which, for messages) one of these,
+        in place: the Trainer keeps the strategy it has set up, with the settings Lightning gave it, and is
+        built once."""
+        if type(strategy) is not DDPStrategy:
+            raise TypeError(f"expected Lightning's DDPStrategy, got {type(strategy).__name__}")
+        _refuse_multiprocessing(strategy._start_method, name)
         if not rendezvous_timeout > 0:
             raise ValueError(f"trainer.rendezvous_timeout_s must be positive, got {rendezvous_timeout}")
-        super().__init__(*args, **kwargs)
-        self.rendezvous_timeout = float(rendezvous_timeout)
+        _collective_timeout_setter()  # fails now, before any process starts, if it cannot be done
+        strategy.__class__ = cls  # adds methods only; its one attribute is set below
+        strategy.rendezvous_timeout = float(rendezvous_timeout)
+        return strategy
 
     def setup_distributed(self) -> None:
-        collectives = self._timeout
+        from torch.distributed.constants import default_pg_timeout
+
+        collectives = self._timeout if self._timeout is not None else default_pg_timeout
         self._timeout = timedelta(seconds=self.rendezvous_timeout)
         try:
             super().setup_distributed()
-        except RuntimeError as error:  # torch's DistError (store timeouts, refused connections) is one
+        except (torch.distributed.DistStoreError, torch.distributed.DistNetworkError) as error:
+            # the TCP store's server waiting for its clients, a client that cannot reach it; other
+            # failures (a backend that is not built in...) are not the rendezvous' and go through as they are
             raise DDPRendezvousError(self._rendezvous_message(error)) from error
         finally:
             self._timeout = collectives
-        if collectives is not None:
-            from torch.distributed import distributed_c10d
-
-            if hasattr(distributed_c10d, "_set_pg_timeout"):
-                distributed_c10d._set_pg_timeout(collectives)
+        _collective_timeout_setter()(torch.distributed.group.WORLD, collectives)
 
     def _rendezvous_message(self, error: Exception) -> str:
         env = self.cluster_environment
@@ -230,12 +304,6 @@ class _RendezvousBoundedDDP(DDPStrategy):
             "The other processes may have ended or never started (see their output); for a slow start allow more "
             "time with trainer.rendezvous_timeout_s=<seconds>"
         )
-
-
-def _bounded_rendezvous(strategy: DDPStrategy, timeout: float) -> _RendezvousBoundedDDP:
-    """A :class:`_RendezvousBoundedDDP` with the settings of Lightning's ``strategy`` (chosen by name)."""
-    return _RendezvousBoundedDDP(rendezvous_timeout=timeout, process_group_backend=strategy._process_group_backend,
-                                 timeout=strategy._timeout, start_method=strategy._start_method, **strategy._ddp_kwargs)
 
 
 @contextlib.contextmanager
@@ -307,6 +375,10 @@ def train(cfg: DictConfig) -> dict:
     start = time.time()
     if cfg.dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {list(_DTYPES)}, got {cfg.dtype!r}")
+    strategy = cfg.trainer.get("strategy")
+    if isinstance(strategy, str) and strategy.lower() in StrategyRegistry:  # at once, before the data are read
+        _refuse_multiprocessing(StrategyRegistry[strategy.lower()]["init_params"].get("start_method", "popen"),
+                                f"trainer.strategy={strategy}")
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -345,23 +417,16 @@ def train(cfg: DictConfig) -> dict:
         callbacks.append(EpochMarker(marker["path"], marker.get("epoch", 0)))
     csv_logger = CSVLogger(run_dir, name="logs", version="")  # read back for the learning curves
 
-    def make_trainer(**overrides) -> L.Trainer:
-        return L.Trainer(
-            **{**trainer_cfg, **overrides},
-            default_root_dir=run_dir,
-            precision=_DTYPES[cfg.dtype],
-            callbacks=[*callbacks, _SaveConfig(cfg, run_dir / "config.yaml")],
-            logger=[csv_logger, _tensorboard(run_dir, "fit")],
-            inference_mode=False,  # validation needs autograd for the forces
-        )
-
-    strategy = trainer_cfg.get("strategy")
-    named = StrategyRegistry[strategy] if isinstance(strategy, str) and strategy in StrategyRegistry else {}
-    if named.get("strategy") is DDPStrategy:  # trainer.strategy=ddp and the like
-        trainer_cfg["strategy"] = _RendezvousBoundedDDP(rendezvous_timeout=rendezvous_timeout, **named["init_params"])
-    trainer = make_trainer()
-    if type(trainer.strategy) is DDPStrategy:  # Lightning's own choice (trainer.strategy=auto on several devices)
-        trainer = make_trainer(strategy=_bounded_rendezvous(trainer.strategy, rendezvous_timeout))
+    trainer = L.Trainer(
+        **trainer_cfg,
+        default_root_dir=run_dir,
+        precision=_DTYPES[cfg.dtype],
+        callbacks=[*callbacks, _SaveConfig(cfg, run_dir / "config.yaml")],
+        logger=[csv_logger, _tensorboard(run_dir, "fit")],
+        inference_mode=False,  # validation needs autograd for the forces
+    )
+    if type(trainer.strategy) is DDPStrategy:  # trainer.strategy=ddp and the like, or auto on several devices
+        _RendezvousBoundedDDP.adopt(trainer.strategy, rendezvous_timeout, f"trainer.strategy={strategy}")
     with _launched_ddp_job(cfg, trainer):
         trainer.fit(task, datamodule=dm, ckpt_path=cfg.ckpt_path)
         best = callbacks[0].best_model_path or None

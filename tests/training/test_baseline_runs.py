@@ -11,11 +11,11 @@ from eqgeo.data import keys as K
 from eqgeo.models import SchNetBaseline, ViSNetBaseline
 from eqgeo.training import EnergyForcesTask, PropertyTask, train
 
-from ._helpers import TINY_MD17, TINY_QM9, cfg as _cfg
+from ._helpers import TINY, TINY_MD17, TINY_QM9, cfg as _cfg
 
 pytestmark = pytest.mark.slow
 
-TRAINER = ["trainer.max_epochs=1", "trainer.enable_progress_bar=false", "trainer.ema_decay=0.9"]
+TRAINER = [o for o in TINY if o.startswith("trainer.")]  # TINY's model.* settings are for eqgeo's own model
 TINY_MODEL = {
     "schnet": ["model=schnet", "model.hidden_channels=8", "model.num_filters=8", "model.num_interactions=1",
                "model.num_gaussians=8"],

@@ -106,11 +106,10 @@ def test_cli_prints_the_config_from_any_directory(tmp_path, module):
 
 
 @pytest.mark.parametrize("experiment", GROUPS["experiment"])
-def test_every_experiment_instantiates(experiment, shared_data, monkeypatch):
+def test_every_experiment_instantiates(experiment, shared_data_env):
     """Each experiment composes and its data module and task are built (without loading data)."""
     import hydra
 
-    monkeypatch.setenv("EQGEO_SHARED_DATA", str(shared_data))
     cfg = _cfg([f"experiment={experiment}", "run_dir=x"])
     dm = hydra.utils.instantiate(cfg.data)
     assert type(dm).__name__ == cfg.data._target_.rsplit(".", 1)[1]
