@@ -202,6 +202,7 @@ def test_precomputed_edge_features_give_the_same_output():
         assert (conv(x, edge_index, edge_vec, **changed) - out).abs().max() > 1e-3, changed.keys()
 
 
+@pytest.mark.slow
 def test_compiles_without_graph_breaks_and_round_trips():
     conv = make(torch.float32)
     x, pos, edge_index = random_graph(dtype=torch.float32)

@@ -223,6 +223,7 @@ def test_batch_equals_graphs_one_by_one():
         torch.testing.assert_close(out[sl], att(xg, eg, edge_vectors(pg, eg)), atol=1e-12, rtol=0)
 
 
+@pytest.mark.slow
 def test_compiles_without_graph_breaks_and_round_trips():
     att = make(torch.float32)
     x, pos, edge_index = random_graph(dtype=torch.float32)

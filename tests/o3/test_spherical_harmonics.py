@@ -131,6 +131,7 @@ def test_zero_vector_is_finite_with_finite_gradients():
     assert torch.isfinite(y01).all() and (y01[:, 1:] == 0).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("normalize", [True, False])
 def test_gradcheck_and_double_backward(normalize):
     x = torch.randn(20, 3, dtype=torch.float64, requires_grad=True)

@@ -82,6 +82,7 @@ def test_wigner_D_differentiable():
     torch.autograd.gradcheck(lambda t: o3.wigner_D_from_matrix(3, o3.axis_angle_to_matrix(axis, t)), (angle,))
 
 
+@pytest.mark.slow
 def test_matches_e3nn():
     e3nn_o3 = oracle("e3nn.o3")
     for l1, l2, l3 in _triples(6):
