@@ -27,6 +27,17 @@ single JSON line with the step times (ms), the peak memory (max RSS above the ba
 after the model and the inputs are built) and the versions. With ``--serve`` it instead waits for
 ``step`` / ``done`` lines on stdin and answers each with a JSON line (how the benchmark
 interleaves MACE's steps with eqgeo's).
+
+``bench_training_epoch.py`` uses the same serve loop with more commands (each answered by one
+JSON line): ``threads K`` (``torch.set_num_threads``), ``train N`` / ``infer N`` (N training
+steps / inference passes on the batch: ``{"ms": [...], "cpu_ms": [...], "loss": ...}``, wall and
+process CPU times; an inference pass is the
+energy and forces with ``training=False``, i.e. without ``create_graph``, no loss, no backward),
+``epoch S E`` (training steps on batches ``S .. E-1`` of an epoch whose frames the ``.npz``
+holds as ``ep_z``, ``ep_pos``, ``ep_energy``, ``ep_forces``, ``ep_ptr`` (atom offsets) and
+``ep_order`` (frames in batch order, ``batch_size`` per batch)). Optional ``config`` keys: ``max_ell``
+(degree of the edge harmonics, default ``lmax``), ``energy_scale`` (default: the RMS of the
+batch's force components) and ``batch_size`` (frames per epoch batch).
 """
 
 from __future__ import annotations
@@ -62,7 +73,7 @@ def build_model(cfg: dict, e0: dict[int, float], species: list[int], scale: floa
         r_max=cfg["cutoff"],
         num_bessel=cfg["num_radial"],
         num_polynomial_cutoff=cfg["poly_p"],
-        max_ell=lmax,
+        max_ell=cfg.get("max_ell", lmax),
         interaction_cls=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
         interaction_cls_first=modules.interaction_classes["RealAgnosticInteractionBlock"],
         num_interactions=cfg["layers"],
@@ -82,62 +93,101 @@ def build_model(cfg: dict, e0: dict[int, float], species: list[int], scale: floa
     ), hidden
 
 
-def setup(path: str):
-    """The model, optimizer and a ``step()`` that runs one training step and returns its loss."""
-    inputs = np.load(path)
-    cfg = json.loads(str(inputs["config"]))
-    torch.set_num_threads(cfg["threads"])
-    dtype = {"float32": torch.float32, "float64": torch.float64}[cfg["dtype"]]
-    torch.set_default_dtype(dtype)
-    torch.manual_seed(cfg["seed"])
+class Setup:
+    """The model, optimizer, the benchmark batch and (optionally) the batches of an epoch."""
 
-    species = sorted(int(s) for s in np.unique(inputs["z"]))
-    e0 = {int(z): float(e) for z, e in zip(inputs["e0_species"], inputs["e0_energy"])}
-    forces_ref = torch.tensor(inputs["forces"], dtype=dtype)
-    scale = float(forces_ref.pow(2).mean().sqrt())  # MACE's default scale: RMS of the force components
-    model, hidden = build_model(cfg, e0, species, scale)
-    model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    def __init__(self, path: str) -> None:
+        inputs = np.load(path)
+        self.cfg = cfg = json.loads(str(inputs["config"]))
+        torch.set_num_threads(cfg["threads"])
+        self.dtype = dtype = {"float32": torch.float32, "float64": torch.float64}[cfg["dtype"]]
+        torch.set_default_dtype(dtype)
+        torch.manual_seed(cfg["seed"])
 
-    z = torch.tensor(inputs["z"], dtype=torch.long)
-    batch = torch.tensor(inputs["batch"], dtype=torch.long)
-    pos0 = torch.tensor(inputs["pos"], dtype=dtype)
-    num_graphs = int(batch.max()) + 1
-    index = {s: i for i, s in enumerate(species)}
-    node_attrs = torch.nn.functional.one_hot(torch.tensor([index[int(s)] for s in z]), len(species)).to(dtype)
-    ptr = torch.cat([torch.zeros(1, dtype=torch.long), torch.bincount(batch, minlength=num_graphs).cumsum(0)])
-    energy_ref = torch.tensor(inputs["energy"], dtype=torch.float64)
-    cell = torch.zeros(num_graphs, 3, 3, dtype=dtype)
+        species = sorted(int(s) for s in np.unique(inputs["z"]))
+        e0 = {int(z): float(e) for z, e in zip(inputs["e0_species"], inputs["e0_energy"])}
+        if "energy_scale" in cfg:
+            scale = float(cfg["energy_scale"])
+        else:
+            scale = float(torch.tensor(inputs["forces"]).pow(2).mean().sqrt())  # MACE's default: RMS of the force components
+        self.model, self.hidden = build_model(cfg, e0, species, scale)
+        self.model.train()
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg["lr"])
+        self.index = {s: i for i, s in enumerate(species)}
+        self.num_species = len(species)
+        self.bench = self.make_batch(inputs["z"], inputs["pos"], inputs["batch"], inputs["energy"], inputs["forces"])
+        self.epoch = []
+        if "ep_order" in inputs.files:
+            ptr, order, bs = inputs["ep_ptr"], inputs["ep_order"], cfg["batch_size"]
+            for b in range(len(order) // bs):
+                frames = order[b * bs : (b + 1) * bs]
+                sl = [slice(ptr[f], ptr[f + 1]) for f in frames]
+                self.epoch.append(self.make_batch(
+                    np.concatenate([inputs["ep_z"][s] for s in sl]),
+                    np.concatenate([inputs["ep_pos"][s] for s in sl]),
+                    np.concatenate([np.full(s.stop - s.start, g) for g, s in enumerate(sl)]),
+                    inputs["ep_energy"][frames],
+                    np.concatenate([inputs["ep_forces"][s] for s in sl]),
+                ))
 
-    def step() -> float:
-        optimizer.zero_grad(set_to_none=True)
-        pos = pos0.clone()
-        edge_index = radius_edges(pos, batch, cfg["cutoff"])
-        shifts = torch.zeros(edge_index.shape[1], 3, dtype=dtype)
-        data = {
-            "positions": pos, "node_attrs": node_attrs, "edge_index": edge_index, "shifts": shifts,
-            "unit_shifts": shifts, "cell": cell, "batch": batch, "ptr": ptr,
+    def make_batch(self, z, pos, batch, energy, forces) -> dict:
+        dtype = self.dtype
+        z = torch.tensor(z, dtype=torch.long)
+        batch = torch.tensor(batch, dtype=torch.long)
+        num_graphs = int(batch.max()) + 1
+        node_attrs = torch.nn.functional.one_hot(
+            torch.tensor([self.index[int(s)] for s in z]), self.num_species
+        ).to(dtype)
+        ptr = torch.cat([torch.zeros(1, dtype=torch.long), torch.bincount(batch, minlength=num_graphs).cumsum(0)])
+        return {
+            "z": z, "batch": batch, "pos": torch.tensor(pos, dtype=dtype), "node_attrs": node_attrs, "ptr": ptr,
+            "energy": torch.tensor(energy, dtype=torch.float64), "forces": torch.tensor(forces, dtype=dtype),
+            "cell": torch.zeros(num_graphs, 3, 3, dtype=dtype), "num_graphs": num_graphs,
         }
-        out = model(data, training=True, compute_force=True)
-        e_loss = (out["energy"].to(torch.float64) - energy_ref).pow(2).mean()
-        f_loss = (out["forces"] - forces_ref).pow(2).mean()
-        loss = e_loss.to(dtype) + f_loss
+
+    def _data(self, b: dict) -> dict:
+        pos = b["pos"].clone()
+        edge_index = radius_edges(pos, b["batch"], self.cfg["cutoff"])
+        shifts = torch.zeros(edge_index.shape[1], 3, dtype=self.dtype)
+        return {
+            "positions": pos, "node_attrs": b["node_attrs"], "edge_index": edge_index, "shifts": shifts,
+            "unit_shifts": shifts, "cell": b["cell"], "batch": b["batch"], "ptr": b["ptr"],
+        }
+
+    def train_step(self, b: dict) -> float:
+        self.optimizer.zero_grad(set_to_none=True)
+        out = self.model(self._data(b), training=True, compute_force=True)
+        e_loss = (out["energy"].to(torch.float64) - b["energy"]).pow(2).mean()
+        f_loss = (out["forces"] - b["forces"]).pow(2).mean()
+        loss = e_loss.to(self.dtype) + f_loss
         loss.backward()
-        optimizer.step()
+        self.optimizer.step()
         return float(loss.detach())
 
-    import e3nn
-    import mace
+    def infer(self, b: dict) -> float:
+        out = self.model(self._data(b), training=False, compute_force=True)
+        return float(out["energy"].detach().sum()) + float(out["forces"].detach().abs().sum())
 
-    info = {
-        "model": "MACE (ScaleShiftMACE)", "params": sum(p.numel() for p in model.parameters()),
-        "hidden_irreps": hidden, "correlation": cfg["correlation"],
-        "num_edges": int(radius_edges(pos0, batch, cfg["cutoff"]).shape[1]),
-        "num_atoms": int(z.numel()), "num_graphs": num_graphs,
-        "torch": torch.__version__, "e3nn": e3nn.__version__, "mace": getattr(mace, "__version__", "?"),
-        "python": platform.python_version(), "threads": torch.get_num_threads(),
-    }
-    return step, cfg, info
+    def info(self) -> dict:
+        import e3nn
+        import mace
+
+        b = self.bench
+        return {
+            "model": "MACE (ScaleShiftMACE)", "params": sum(p.numel() for p in self.model.parameters()),
+            "hidden_irreps": self.hidden, "correlation": self.cfg["correlation"],
+            "max_ell": self.cfg.get("max_ell", self.cfg["lmax"]), "layers": self.cfg["layers"],
+            "num_edges": int(radius_edges(b["pos"], b["batch"], self.cfg["cutoff"]).shape[1]),
+            "num_atoms": int(b["z"].numel()), "num_graphs": b["num_graphs"],
+            "torch": torch.__version__, "e3nn": e3nn.__version__, "mace": getattr(mace, "__version__", "?"),
+            "python": platform.python_version(), "threads": torch.get_num_threads(),
+        }
+
+
+def setup(path: str):
+    """The model, optimizer and a ``step()`` that runs one training step and returns its loss."""
+    s = Setup(path)
+    return (lambda: s.train_step(s.bench)), s.cfg, s.info()
 
 
 def timed(step) -> tuple[float, float]:
@@ -146,23 +196,56 @@ def timed(step) -> tuple[float, float]:
     return (time.perf_counter() - t0) * 1e3, loss
 
 
+def timed_cpu(step) -> tuple[float, float, float]:
+    """Wall time (ms), CPU time of the process (ms, all its threads) and the value of ``step()``."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    value = step()
+    return (time.perf_counter() - t0) * 1e3, (time.process_time() - c0) * 1e3, value
+
+
+def serve(s: Setup, base: int) -> None:
+    """Commands on stdin, one JSON line answered per command (see the module docstring)."""
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        words = line.split()
+        if not words:
+            continue
+        cmd, args = words[0], [int(a) for a in words[1:]]
+        if cmd == "step":
+            ms, loss = timed(lambda: s.train_step(s.bench))
+            out = {"ms": ms, "loss": loss}
+        elif cmd == "threads":
+            torch.set_num_threads(args[0])
+            out = {"threads": torch.get_num_threads()}
+        elif cmd == "train":
+            runs = [timed_cpu(lambda: s.train_step(s.bench)) for _ in range(args[0])]
+            out = {"ms": [r[0] for r in runs], "cpu_ms": [r[1] for r in runs], "loss": runs[-1][2]}
+        elif cmd == "infer":
+            runs = [timed_cpu(lambda: s.infer(s.bench)) for _ in range(args[0])]
+            out = {"ms": [r[0] for r in runs], "cpu_ms": [r[1] for r in runs], "loss": runs[-1][2]}
+        elif cmd == "epoch":
+            runs = [timed_cpu(lambda b=b: s.train_step(b)) for b in s.epoch[args[0] : args[1]]]
+            out = {"ms": [r[0] for r in runs], "cpu_ms": [r[1] for r in runs], "loss": runs[-1][2] if runs else None}
+        elif cmd == "done":
+            break
+        else:
+            out = {"error": f"unknown command {line.strip()!r}"}
+        print(json.dumps(out), flush=True)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base
+    print(json.dumps({**s.info(), "peak_mb": peak / 1024}), flush=True)
+
+
 def main() -> None:
     warnings.filterwarnings("ignore")
-    step, cfg, info = setup(sys.argv[1])
+    s = Setup(sys.argv[1])
+    cfg = s.cfg
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if "--serve" in sys.argv:
-        # Driven one step at a time by bench_training_step.py, which alternates these steps
-        # with eqgeo's so that both see the same load: "step" -> {"ms", "loss"}, "done" -> summary.
-        print(json.dumps({"ready": True}), flush=True)
-        for line in sys.stdin:
-            if line.strip() == "step":
-                ms, loss = timed(step)
-                print(json.dumps({"ms": ms, "loss": loss}), flush=True)
-            elif line.strip() == "done":
-                break
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base
-        print(json.dumps({**info, "peak_mb": peak / 1024}), flush=True)
+        # Driven one command at a time by bench_training_step.py / bench_training_epoch.py, which
+        # alternate these steps with eqgeo's so that both see the same load.
+        serve(s, base)
         return
+    step, info = (lambda: s.train_step(s.bench)), s.info()
     losses, warm = [], 0.0
     for _ in range(cfg["warmup"]):
         ms, loss = timed(step)
