@@ -70,10 +70,11 @@ from pathlib import Path
 
 import numpy as np
 
+from _worker_protocol import epoch_batches, read_extxyz, serve
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 DATA = REPO.parent / "shared" / "data" / "md17" / "botnet_ethanol"
-SYMBOLS = {"H": 1, "C": 6, "N": 7, "O": 8}
 PEERS = {
     "nequip": {"python": REPO / ".venvs" / "nequip" / "bin" / "python", "worker": HERE / "nequip_worker.py",
                "setup": "experiments/peers/setup.sh nequip", "args": []},
@@ -84,26 +85,6 @@ MODELS = ("eqgeo", "nequip", "mace")
 
 
 # --------------------------------------------------------------------------- data
-def read_extxyz(path: Path) -> list[dict]:
-    """Frames of an extended XYZ file with ``species:S:1:pos:R:3[:forces:R:3]`` and ``energy=`` (plain reader)."""
-    frames, lines, i = [], path.read_text().splitlines(), 0
-    while i < len(lines) and lines[i].strip():
-        n = int(lines[i])
-        header = lines[i + 1]
-        energy = float(header.split("energy=")[1].split()[0])
-        rows = [line.split() for line in lines[i + 2 : i + 2 + n]]
-        frame = {
-            "z": np.array([SYMBOLS[r[0]] for r in rows], dtype=np.int64),
-            "pos": np.array([[float(v) for v in r[1:4]] for r in rows]),
-            "energy": energy,
-        }
-        if len(rows[0]) >= 7:
-            frame["forces"] = np.array([[float(v) for v in r[4:7]] for r in rows])
-        frames.append(frame)
-        i += n + 2
-    return frames
-
-
 def make_inputs(batch_size: int, epoch_frames: int, cutoff: float, seed: int) -> tuple[dict, dict, str]:
     """The ``.npz`` contents shared by all workers, a few statistics, and a description of the data."""
     train, atoms = DATA / "train.xyz", DATA / "isolated_atoms.xyz"
@@ -186,17 +167,7 @@ class EqgeoWorker:
                     "forces": torch.tensor(forces, dtype=dtype)}
 
         self.bench = make(inputs["z"], inputs["pos"], inputs["batch"], inputs["energy"], inputs["forces"])
-        self.epoch = []
-        ptr, order, bs = inputs["ep_ptr"], inputs["ep_order"], cfg["batch_size"]
-        for b in range(len(order) // bs):
-            sl = [slice(ptr[f], ptr[f + 1]) for f in order[b * bs : (b + 1) * bs]]
-            self.epoch.append(make(
-                np.concatenate([inputs["ep_z"][s] for s in sl]),
-                np.concatenate([inputs["ep_pos"][s] for s in sl]),
-                np.concatenate([np.full(s.stop - s.start, g) for g, s in enumerate(sl)]),
-                inputs["ep_energy"][order[b * bs : (b + 1) * bs]],
-                np.concatenate([inputs["ep_forces"][s] for s in sl]),
-            ))
+        self.epoch = epoch_batches(inputs, cfg.get("batch_size"), make)
         import resource
 
         self.base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -231,45 +202,6 @@ class EqgeoWorker:
             "python": platform.python_version(),
             "peak_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - self.base_rss) / 1024,
         }
-
-
-def serve(worker) -> None:
-    """Commands on stdin, one JSON line per answer (the protocol of nequip_worker.py / mace_worker.py)."""
-    import torch
-
-    def timed(fn, *args):
-        c0, t0 = time.process_time(), time.perf_counter()
-        value = fn(*args)
-        return (time.perf_counter() - t0) * 1e3, (time.process_time() - c0) * 1e3, value
-
-    print(json.dumps({"ready": True}), flush=True)
-    for line in sys.stdin:
-        words = line.split()
-        if not words:
-            continue
-        cmd, args = words[0], [int(a) for a in words[1:]]
-        if cmd == "threads":
-            torch.set_num_threads(args[0])
-            out = {"threads": torch.get_num_threads()}
-        elif cmd == "train":
-            worker.model.train()
-            runs = [timed(worker.train_step, worker.bench) for _ in range(args[0])]
-            out = {"ms": [r[0] for r in runs], "cpu_ms": [r[1] for r in runs], "loss": runs[-1][2]}
-        elif cmd == "infer":
-            worker.model.eval()
-            runs = [timed(worker.infer, worker.bench) for _ in range(args[0])]
-            worker.model.train()
-            out = {"ms": [r[0] for r in runs], "cpu_ms": [r[1] for r in runs], "loss": runs[-1][2]}
-        elif cmd == "epoch":
-            worker.model.train()
-            runs = [timed(worker.train_step, b) for b in worker.epoch[args[0] : args[1]]]
-            out = {"ms": [r[0] for r in runs], "cpu_ms": [r[1] for r in runs], "loss": runs[-1][2] if runs else None}
-        elif cmd == "done":
-            print(json.dumps(worker.info()), flush=True)
-            return
-        else:
-            out = {"error": f"unknown command {line.strip()!r}"}
-        print(json.dumps(out), flush=True)
 
 
 def eqgeo_state() -> str:

@@ -50,35 +50,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _worker_protocol import read_extxyz
+
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data" / "md17" / "botnet_ethanol"
-SYMBOLS = {"H": 1, "C": 6, "N": 7, "O": 8}
 WORKER = Path(__file__).resolve().parent / "mace_worker.py"
 MACE_PYTHON = REPO / ".venvs" / "mace" / "bin" / "python"  # made by experiments/peers/setup.sh mace
 MACE_SETUP = "experiments/peers/setup.sh mace"
 
 
 # --------------------------------------------------------------------------- inputs
-def read_extxyz(path: Path) -> list[dict]:
-    """Frames of an extended XYZ file with ``species:S:1:pos:R:3[:forces:R:3]`` and ``energy=`` (plain reader)."""
-    frames, lines, i = [], path.read_text().splitlines(), 0
-    while i < len(lines) and lines[i].strip():
-        n = int(lines[i])
-        header = lines[i + 1]
-        energy = float(header.split("energy=")[1].split()[0])
-        rows = [line.split() for line in lines[i + 2 : i + 2 + n]]
-        frame = {
-            "z": np.array([SYMBOLS[r[0]] for r in rows], dtype=np.int64),
-            "pos": np.array([[float(v) for v in r[1:4]] for r in rows]),
-            "energy": energy,
-        }
-        if len(rows[0]) >= 7:
-            frame["forces"] = np.array([[float(v) for v in r[4:7]] for r in rows])
-        frames.append(frame)
-        i += n + 2
-    return frames
-
-
 def ethanol_batch(batch_size: int, seed: int = 0) -> tuple[dict, str]:
     """Concatenated ``z, pos, batch, energy, forces`` of ``batch_size`` ethanol frames, plus E0s, and a description."""
     rng = np.random.default_rng(seed)

@@ -53,14 +53,7 @@ import warnings
 import numpy as np
 import torch
 
-
-def radius_edges(pos: torch.Tensor, batch: torch.Tensor, cutoff: float) -> torch.Tensor:
-    """``(2, E)`` edges ``[sender, receiver]``: all ordered pairs of distinct atoms of the same graph within ``cutoff``."""
-    with torch.no_grad():
-        d = torch.cdist(pos, pos)
-        mask = (d < cutoff) & (batch[:, None] == batch[None, :])
-        mask.fill_diagonal_(False)
-        return mask.nonzero().t().contiguous()
+from _worker_protocol import epoch_batches, radius_edges
 
 
 def build_model(cfg: dict, e0: dict[int, float], species: list[int], scale: float):
@@ -116,19 +109,7 @@ class Setup:
         self.index = {s: i for i, s in enumerate(species)}
         self.num_species = len(species)
         self.bench = self.make_batch(inputs["z"], inputs["pos"], inputs["batch"], inputs["energy"], inputs["forces"])
-        self.epoch = []
-        if "ep_order" in inputs.files:
-            ptr, order, bs = inputs["ep_ptr"], inputs["ep_order"], cfg["batch_size"]
-            for b in range(len(order) // bs):
-                frames = order[b * bs : (b + 1) * bs]
-                sl = [slice(ptr[f], ptr[f + 1]) for f in frames]
-                self.epoch.append(self.make_batch(
-                    np.concatenate([inputs["ep_z"][s] for s in sl]),
-                    np.concatenate([inputs["ep_pos"][s] for s in sl]),
-                    np.concatenate([np.full(s.stop - s.start, g) for g, s in enumerate(sl)]),
-                    inputs["ep_energy"][frames],
-                    np.concatenate([inputs["ep_forces"][s] for s in sl]),
-                ))
+        self.epoch = epoch_batches(inputs, cfg.get("batch_size"), self.make_batch)
 
     def make_batch(self, z, pos, batch, energy, forces) -> dict:
         dtype = self.dtype

@@ -43,22 +43,14 @@ import json
 import platform
 import resource
 import sys
-import time
 import warnings
 
 import numpy as np
 import torch
 
+from _worker_protocol import epoch_batches, radius_edges, serve
+
 SYMBOL = {1: "H", 6: "C", 7: "N", 8: "O"}
-
-
-def radius_edges(pos: torch.Tensor, batch: torch.Tensor, cutoff: float) -> torch.Tensor:
-    """``(2, E)`` edges ``[centre, neighbour]``: all ordered pairs of distinct atoms of one frame within ``cutoff``."""
-    with torch.no_grad():
-        d = torch.cdist(pos, pos)
-        mask = (d < cutoff) & (batch[:, None] == batch[None, :])
-        mask.fill_diagonal_(False)
-        return mask.nonzero().t().contiguous()
 
 
 def build_model(cfg: dict, species: list[int], e0: dict[int, float]):
@@ -99,19 +91,7 @@ class Worker:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg["lr"])
         self.type_of = {z: i for i, z in enumerate(self.species)}
         self.bench = self._batch(inputs["z"], inputs["pos"], inputs["batch"], inputs["energy"], inputs["forces"])
-        self.epoch = []
-        if "ep_order" in inputs.files:
-            ptr, order, bs = inputs["ep_ptr"], inputs["ep_order"], cfg["batch_size"]
-            for b in range(len(order) // bs):
-                frames = order[b * bs : (b + 1) * bs]
-                sl = [slice(ptr[f], ptr[f + 1]) for f in frames]
-                self.epoch.append(self._batch(
-                    np.concatenate([inputs["ep_z"][s] for s in sl]),
-                    np.concatenate([inputs["ep_pos"][s] for s in sl]),
-                    np.concatenate([np.full(s.stop - s.start, g) for g, s in enumerate(sl)]),
-                    inputs["ep_energy"][frames],
-                    np.concatenate([inputs["ep_forces"][s] for s in sl]),
-                ))
+        self.epoch = epoch_batches(inputs, cfg.get("batch_size"), self._batch)
         self.base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
     def _batch(self, z, pos, batch, energy, forces) -> dict:
@@ -161,45 +141,6 @@ class Worker:
             "nequip": getattr(nequip, "__version__", "?"), "python": platform.python_version(),
             "peak_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - self.base_rss) / 1024,
         }
-
-
-def timed(fn, *args) -> tuple[float, float, float]:
-    """Wall time (ms), CPU time of the process (ms, all its threads) and the value of ``fn(*args)``."""
-    c0, t0 = time.process_time(), time.perf_counter()
-    value = fn(*args)
-    return (time.perf_counter() - t0) * 1e3, (time.process_time() - c0) * 1e3, value
-
-
-def serve(worker) -> None:
-    """The command loop shared by the workers (see the module docstring)."""
-    print(json.dumps({"ready": True}), flush=True)
-    for line in sys.stdin:
-        words = line.split()
-        if not words:
-            continue
-        cmd, args = words[0], [int(a) for a in words[1:]]
-        if cmd == "threads":
-            torch.set_num_threads(args[0])
-            out = {"threads": torch.get_num_threads()}
-        elif cmd in ("train", "infer"):
-            if cmd == "train":
-                worker.model.train()
-                runs = [timed(worker.train_step, worker.bench) for _ in range(args[0])]
-            else:
-                worker.model.eval()
-                runs = [timed(worker.infer, worker.bench) for _ in range(args[0])]
-                worker.model.train()
-            out = {"ms": [r[0] for r in runs], "cpu_ms": [r[1] for r in runs], "loss": runs[-1][2]}
-        elif cmd == "epoch":
-            worker.model.train()
-            runs = [timed(worker.train_step, b) for b in worker.epoch[args[0] : args[1]]]
-            out = {"ms": [r[0] for r in runs], "cpu_ms": [r[1] for r in runs], "loss": runs[-1][2] if runs else None}
-        elif cmd == "done":
-            print(json.dumps(worker.info()), flush=True)
-            return
-        else:
-            out = {"error": f"unknown command {line.strip()!r}"}
-        print(json.dumps(out), flush=True)
 
 
 def main() -> None:
