@@ -57,6 +57,8 @@ def epoch_batches(inputs, batch_size: int | None, make_batch) -> list:
     when the input has no epoch."""
     if "ep_order" not in inputs.files:
         return []
+    if not batch_size:
+        raise ValueError(f"the input has epoch frames but its config gives no batch_size (got {batch_size!r})")
     ptr, order, batches = inputs["ep_ptr"], inputs["ep_order"], []
     for b in range(len(order) // batch_size):
         frames = order[b * batch_size : (b + 1) * batch_size]
