@@ -73,6 +73,13 @@ def epoch_batches(inputs, batch_size: int | None, make_batch) -> list:
     return batches
 
 
+def energy_force_loss(energy, forces, ref_energy, ref_forces, dtype) -> torch.Tensor:
+    """MSE(energy) + MSE(forces), each error taken in its reference's dtype, the sum in ``dtype``."""
+    e_loss = (energy.to(ref_energy.dtype) - ref_energy).pow(2).mean()
+    f_loss = (forces.to(ref_forces.dtype) - ref_forces).pow(2).mean()
+    return e_loss.to(dtype) + f_loss.to(dtype)
+
+
 def timed(fn, *args) -> tuple[float, float, float]:
     """Wall time (ms), CPU time of the process (ms, all its threads) and the value of ``fn(*args)``."""
     c0, t0 = time.process_time(), time.perf_counter()
@@ -80,16 +87,20 @@ def timed(fn, *args) -> tuple[float, float, float]:
     return (time.perf_counter() - t0) * 1e3, (time.process_time() - c0) * 1e3, value
 
 
-def serve(worker) -> None:
+def serve(worker, extra: dict | None = None) -> None:
     """The command loop (module docstring) around ``worker``: ``model``, ``bench``, ``epoch``,
-    ``train_step(batch)``, ``infer(batch)`` and ``info()``."""
+    ``train_step(batch)``, ``infer(batch)`` and ``info()``; ``extra`` maps further command names
+    to functions of the command's integer arguments that return the answer."""
+    extra = extra or {}
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         words = line.split()
         if not words:
             continue
         cmd, args = words[0], [int(a) for a in words[1:]]
-        if cmd == "threads":
+        if cmd in extra:
+            out = extra[cmd](args)
+        elif cmd == "threads":
             torch.set_num_threads(args[0])
             out = {"threads": torch.get_num_threads()}
         elif cmd in ("train", "infer"):

@@ -70,7 +70,9 @@ from pathlib import Path
 
 import numpy as np
 
-from _worker_protocol import epoch_batches, read_extxyz, serve
+from _worker_protocol import energy_force_loss, epoch_batches, read_extxyz, serve
+
+from bench_training_step import eqgeo_state
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -177,9 +179,7 @@ class EqgeoWorker:
         data = b["data"]
         data.pos = b["pos"].clone()  # a fresh leaf; the model builds the graph at the cutoff itself
         out = self.model(data)
-        e_loss = (out["energy"].to(b["energy"].dtype) - b["energy"]).pow(2).mean()
-        f_loss = (out["forces"] - b["forces"]).pow(2).mean()
-        loss = e_loss.to(self.dtype) + f_loss
+        loss = energy_force_loss(out["energy"], out["forces"], b["energy"], b["forces"], self.dtype)
         loss.backward()
         self.optimizer.step()
         return float(loss.detach())
@@ -204,34 +204,6 @@ class EqgeoWorker:
         }
 
 
-def eqgeo_state() -> str:
-    """Where eqgeo is imported from, its commit, uncommitted changes, and the native TP kernel's state."""
-    import eqgeo
-
-    root = Path(eqgeo.__file__).resolve().parents[1]
-
-    def git(*a):
-        try:
-            return subprocess.run(["git", *a], cwd=root, capture_output=True, text=True, check=False).stdout.strip()
-        except OSError:
-            return ""
-
-    commit = git("rev-parse", "--short", "HEAD")
-    if commit and Path(git("rev-parse", "--show-toplevel")).resolve() == root:
-        dirty = git("status", "--porcelain", "--", "eqgeo")
-        where = f"commit {commit}{' + uncommitted changes in eqgeo/' if dirty else ''}"
-    else:
-        where = "not a git checkout"
-    try:
-        from eqgeo.nn import _native
-
-        native = "on" if _native.enabled() else "off"
-    except ImportError:
-        native = "absent"
-    return f"{where}; native TP kernel: {native}"
-
-
-# --------------------------------------------------------------------------- driver side
 class Worker:
     """A worker process driven one command at a time."""
 

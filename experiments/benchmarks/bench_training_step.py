@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _worker_protocol import read_extxyz
+from _worker_protocol import energy_force_loss, read_extxyz
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data" / "md17" / "botnet_ethanol"
@@ -140,9 +140,7 @@ def setup_eqgeo(inputs: dict, cfg: dict):
         optimizer.zero_grad(set_to_none=True)
         batch.pos = pos0.clone()  # fresh leaf; the model builds the graph at the cutoff itself
         out = model(batch)
-        e_loss = (out["energy"].to(torch.float64) - energy_ref).pow(2).mean()
-        f_loss = (out["forces"] - forces_ref).pow(2).mean()
-        loss = e_loss.to(dtype) + f_loss
+        loss = energy_force_loss(out["energy"], out["forces"], energy_ref, forces_ref, dtype)
         loss.backward()
         optimizer.step()
         return float(loss.detach())
@@ -225,14 +223,14 @@ def eqgeo_state() -> str:
         dirty = git("status", "--porcelain", "--", "eqgeo")
         where = f"commit {commit}{' + uncommitted changes in eqgeo/' if dirty else ''}"
     else:
-        where = f"{root} (not a git checkout)"
+        where = "not a git checkout"
     try:
         from eqgeo.nn import _native
 
         native = "on" if _native.enabled() else "off"
     except ImportError:
         native = "absent"
-    return f"eqgeo: {where}; native TP kernel: {native}"
+    return f"{where}; native TP kernel: {native}"
 
 
 def main() -> None:
@@ -270,7 +268,7 @@ def main() -> None:
           f"{num_edges} edges (cutoff {args.cutoff:g} Å, avg_num_neighbors {avg_nn:g}), {args.dtype}, {args.threads} threads")
     print(f"data: {source}")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores visible, Python {platform.python_version()}")
-    print(eqgeo_state())
+    print(f"eqgeo: {eqgeo_state()}")
     print(f"step: graph at the cutoff, E and F = -dE/dpos (create_graph), loss = MSE(E) + MSE(F), backward, Adam; "
           f"median of {args.repeat} steps after {args.warmup} warm-up steps, eqgeo and MACE steps alternating\n", flush=True)
 

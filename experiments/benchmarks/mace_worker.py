@@ -53,7 +53,7 @@ import warnings
 import numpy as np
 import torch
 
-from _worker_protocol import epoch_batches, radius_edges
+from _worker_protocol import energy_force_loss, epoch_batches, radius_edges, serve
 
 
 def build_model(cfg: dict, e0: dict[int, float], species: list[int], scale: float):
@@ -110,6 +110,7 @@ class Setup:
         self.num_species = len(species)
         self.bench = self.make_batch(inputs["z"], inputs["pos"], inputs["batch"], inputs["energy"], inputs["forces"])
         self.epoch = epoch_batches(inputs, cfg.get("batch_size"), self.make_batch)
+        self.base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
     def make_batch(self, z, pos, batch, energy, forces) -> dict:
         dtype = self.dtype
@@ -138,9 +139,7 @@ class Setup:
     def train_step(self, b: dict) -> float:
         self.optimizer.zero_grad(set_to_none=True)
         out = self.model(self._data(b), training=True, compute_force=True)
-        e_loss = (out["energy"].to(torch.float64) - b["energy"]).pow(2).mean()
-        f_loss = (out["forces"] - b["forces"]).pow(2).mean()
-        loss = e_loss.to(self.dtype) + f_loss
+        loss = energy_force_loss(out["energy"], out["forces"], b["energy"], b["forces"], self.dtype)
         loss.backward()
         self.optimizer.step()
         return float(loss.detach())
@@ -162,6 +161,7 @@ class Setup:
             "num_atoms": int(b["z"].numel()), "num_graphs": b["num_graphs"],
             "torch": torch.__version__, "e3nn": e3nn.__version__, "mace": getattr(mace, "__version__", "?"),
             "python": platform.python_version(), "threads": torch.get_num_threads(),
+            "peak_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - self.base_rss) / 1024,
         }
 
 
@@ -177,45 +177,6 @@ def timed(step) -> tuple[float, float]:
     return (time.perf_counter() - t0) * 1e3, loss
 
 
-def timed_cpu(step) -> tuple[float, float, float]:
-    """Wall time (ms), CPU time of the process (ms, all its threads) and the value of ``step()``."""
-    c0, t0 = time.process_time(), time.perf_counter()
-    value = step()
-    return (time.perf_counter() - t0) * 1e3, (time.process_time() - c0) * 1e3, value
-
-
-def serve(s: Setup, base: int) -> None:
-    """Commands on stdin, one JSON line answered per command (see the module docstring)."""
-    print(json.dumps({"ready": True}), flush=True)
-    for line in sys.stdin:
-        words = line.split()
-        if not words:
-            continue
-        cmd, args = words[0], [int(a) for a in words[1:]]
-        if cmd == "step":
-            ms, loss = timed(lambda: s.train_step(s.bench))
-            out = {"ms": ms, "loss": loss}
-        elif cmd == "threads":
-            torch.set_num_threads(args[0])
-            out = {"threads": torch.get_num_threads()}
-        elif cmd == "train":
-            runs = [timed_cpu(lambda: s.train_step(s.bench)) for _ in range(args[0])]
-            out = {"ms": [r[0] for r in runs], "cpu_ms": [r[1] for r in runs], "loss": runs[-1][2]}
-        elif cmd == "infer":
-            runs = [timed_cpu(lambda: s.infer(s.bench)) for _ in range(args[0])]
-            out = {"ms": [r[0] for r in runs], "cpu_ms": [r[1] for r in runs], "loss": runs[-1][2]}
-        elif cmd == "epoch":
-            runs = [timed_cpu(lambda b=b: s.train_step(b)) for b in s.epoch[args[0] : args[1]]]
-            out = {"ms": [r[0] for r in runs], "cpu_ms": [r[1] for r in runs], "loss": runs[-1][2] if runs else None}
-        elif cmd == "done":
-            break
-        else:
-            out = {"error": f"unknown command {line.strip()!r}"}
-        print(json.dumps(out), flush=True)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base
-    print(json.dumps({**s.info(), "peak_mb": peak / 1024}), flush=True)
-
-
 def main() -> None:
     warnings.filterwarnings("ignore")
     s = Setup(sys.argv[1])
@@ -224,7 +185,11 @@ def main() -> None:
     if "--serve" in sys.argv:
         # Driven one command at a time by bench_training_step.py / bench_training_epoch.py, which
         # alternate these steps with eqgeo's so that both see the same load.
-        serve(s, base)
+        def step(args):
+            ms, loss = timed(lambda: s.train_step(s.bench))
+            return {"ms": ms, "loss": loss}
+
+        serve(s, extra={"step": step})
         return
     step, info = (lambda: s.train_step(s.bench)), s.info()
     losses, warm = [], 0.0

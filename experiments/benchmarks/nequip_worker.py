@@ -48,7 +48,7 @@ import warnings
 import numpy as np
 import torch
 
-from _worker_protocol import epoch_batches, radius_edges, serve
+from _worker_protocol import energy_force_loss, epoch_batches, radius_edges, serve
 
 SYMBOL = {1: "H", 6: "C", 7: "N", 8: "O"}
 
@@ -116,9 +116,7 @@ class Worker:
     def train_step(self, b: dict) -> float:
         self.optimizer.zero_grad(set_to_none=True)
         out = self.model(self._data(b))
-        e_loss = (out["total_energy"].reshape(-1).to(torch.float64) - b["energy"]).pow(2).mean()
-        f_loss = (out["forces"].to(torch.float64) - b["forces"]).pow(2).mean()
-        loss = e_loss + f_loss
+        loss = energy_force_loss(out["total_energy"].reshape(-1), out["forces"], b["energy"], b["forces"], torch.float64)
         loss.backward()
         self.optimizer.step()
         return float(loss.detach())
