@@ -278,9 +278,9 @@ class InteractionStack(torch.nn.Module):
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_vec: Tensor) -> Tensor:
         edge_sh = self.sh(edge_vec)
-        edge_radial = self.radial_embedding(_edge_lengths(edge_vec))
+        edge_radial, edge_envelope = self.radial_embedding.embed(_edge_lengths(edge_vec))
         for conv, gate, residual in zip(self.convs, self.gates, self._residual):
-            y = gate(conv(x, edge_index, edge_vec, edge_sh=edge_sh, edge_radial=edge_radial))
+            y = gate(conv(x, edge_index, edge_vec, edge_sh=edge_sh, edge_radial=edge_radial, edge_envelope=edge_envelope))
             x = x + y if residual else y
         return x
 

@@ -90,6 +90,7 @@ def _check_edge_inputs(
     irreps_sh: Irreps,
     edge_radial: Optional[Tensor],
     num_radial: int,
+    edge_envelope: Optional[Tensor] = None,
 ) -> None:
     """Shape checks of ``forward``'s arguments, naming the expected irreps."""
     if x.dim() != 2 or x.shape[-1] != irreps_in.dim:
@@ -111,6 +112,11 @@ def _check_edge_inputs(
             f"{name} expects edge_radial of shape ({num_edges}, {num_radial}) ({num_radial}x0e), "
             f"got {tuple(edge_radial.shape)}"
         )
+    if edge_envelope is not None and edge_envelope.shape != (num_edges,):
+        raise ValueError(
+            f"{name} expects edge_envelope of shape ({num_edges},) (the cutoff envelope of each edge), "
+            f"got {tuple(edge_envelope.shape)}"
+        )
 
 
 def _edge_lengths(edge_vec: Tensor) -> Tensor:
@@ -131,13 +137,19 @@ class _EdgeEncoder(torch.nn.Module):
         self.radial_embedding = RadialEmbedding(num_radial, cutoff, basis=basis, p=p)
         self.cutoff_fn = PolynomialCutoff(cutoff, p)
 
-    def forward(self, edge_vec: Tensor, edge_sh: Optional[Tensor], edge_radial: Optional[Tensor]):
-        r = _edge_lengths(edge_vec)
+    def forward(
+        self, edge_vec: Tensor, edge_sh: Optional[Tensor], edge_radial: Optional[Tensor],
+        edge_envelope: Optional[Tensor] = None,
+    ):
         if edge_sh is None:
             edge_sh = self.sh(edge_vec)
-        if edge_radial is None:
-            edge_radial = self.radial_embedding(r)
-        return edge_sh, edge_radial, self.cutoff_fn(r)
+        if edge_radial is None or edge_envelope is None:
+            r = _edge_lengths(edge_vec)
+            if edge_radial is None:
+                edge_radial, edge_envelope = self.radial_embedding.embed(r)
+            else:
+                edge_envelope = self.cutoff_fn(r)
+        return edge_sh, edge_radial, edge_envelope
 
 
 def _num_weights(module: torch.nn.Module) -> int:
@@ -199,11 +211,15 @@ class EquivariantConv(MessagePassing):
         - **edge_radial** (optional, precomputed): ``(num_edges, num_radial)``, irreps
           ``num_radial x 0e``, the basis times envelope
           ``RadialEmbedding(num_radial, cutoff, basis, p)(edge_vec.norm(dim=-1))``
+        - **edge_envelope** (optional, precomputed): ``(num_edges,)``, the envelope
+          ``PolynomialCutoff(cutoff, p)(edge_vec.norm(dim=-1))`` (the second output of
+          :meth:`~eqgeo.nn.RadialEmbedding.embed`)
         - output: ``(num_nodes, irreps_out.dim)``
 
-    Layers of one model can share ``edge_sh`` and ``edge_radial``; the envelope of the
-    per-edge weights is always computed from ``edge_vec``, so a neighbour's contribution vanishes
-    at the cutoff whatever is passed. A zero edge vector (a self loop) gives finite outputs and
+    Layers of one model can share ``edge_sh``, ``edge_radial`` and ``edge_envelope``
+    (:class:`~eqgeo.models.InteractionStack`-style stacks compute them once per batch); when
+    ``edge_envelope`` is not passed it is computed from ``edge_vec``, so a neighbour's
+    contribution vanishes at the cutoff. A zero edge vector (a self loop) gives finite outputs and
     derivatives.
 
     Example:
@@ -285,12 +301,13 @@ class EquivariantConv(MessagePassing):
         edge_vec: Tensor,
         edge_sh: Optional[Tensor] = None,
         edge_radial: Optional[Tensor] = None,
+        edge_envelope: Optional[Tensor] = None,
     ) -> Tensor:
         _check_edge_inputs(
             type(self).__name__, x, self.irreps_in, edge_index, edge_vec, edge_sh, self.irreps_sh, edge_radial,
-            self.num_radial,
+            self.num_radial, edge_envelope,
         )
-        edge_sh, edge_radial, envelope = self.edge_encoder(edge_vec, edge_sh, edge_radial)
+        edge_sh, edge_radial, envelope = self.edge_encoder(edge_vec, edge_sh, edge_radial, edge_envelope)
         edge_weight = self.radial_mlp(edge_radial) * envelope[:, None]
         out = self.propagate(edge_index, x=x, edge_sh=edge_sh, edge_weight=edge_weight)
         out = self.linear(out * self.neighbor_count.rsqrt().to(out.dtype))

@@ -99,6 +99,8 @@ class EquivariantTransformerConv(MessagePassing):
           :class:`~eqgeo.nn.EquivariantConv` (``"component"``-normalised harmonics of ``edge_vec``)
         - **edge_radial** (optional): ``(num_edges, num_radial)``, basis times envelope, as for
           :class:`~eqgeo.nn.EquivariantConv`
+        - **edge_envelope** (optional): ``(num_edges,)``, the cutoff envelope, as for
+          :class:`~eqgeo.nn.EquivariantConv`
         - output: ``(num_nodes, irreps_out.dim)``; with ``return_attention_weights=True``
           also ``(edge_index, alpha)``, ``alpha`` of shape ``(num_edges, heads)``
 
@@ -187,13 +189,14 @@ class EquivariantTransformerConv(MessagePassing):
         edge_vec: Tensor,
         edge_sh: Optional[Tensor] = None,
         edge_radial: Optional[Tensor] = None,
+        edge_envelope: Optional[Tensor] = None,
         return_attention_weights: bool = False,
     ) -> Union[Tensor, Tuple[Tensor, Tuple[Tensor, Tensor]]]:
         _check_edge_inputs(
             type(self).__name__, x, self.irreps_in, edge_index, edge_vec, edge_sh, self.irreps_sh, edge_radial,
-            self.num_radial,
+            self.num_radial, edge_envelope,
         )
-        edge_sh, edge_radial, envelope = self.edge_encoder(edge_vec, edge_sh, edge_radial)
+        edge_sh, edge_radial, envelope = self.edge_encoder(edge_vec, edge_sh, edge_radial, edge_envelope)
         edge_weight = self.radial_mlp(edge_radial) * envelope[:, None]
         num_nodes = x.shape[0]
         alpha, value = self.edge_updater(

@@ -361,7 +361,13 @@ class RadialEmbedding(torch.nn.Module):
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:
         """Embed distances ``r`` (``(...)``) as ``(..., num_basis)``."""
-        return self.basis(r) * self.cutoff_fn(r)[..., None]
+        return self.embed(r)[0]
+
+    def embed(self, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""The embedding ``(..., num_basis)`` and the envelope :math:`f_{\mathrm{cut}}(r)` ``(...)``
+        it contains, computed once (layers that also weight by the envelope take both)."""
+        envelope = self.cutoff_fn(r)
+        return self.basis(r) * envelope[..., None], envelope
 
     def __repr__(self) -> str:
         n = sum(p.numel() for p in self.parameters())
