@@ -24,6 +24,43 @@ def test_matches_e3nn_with_its_weights():
         torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=1e-5)
 
 
+def _kron_matrix(lin: Linear, weight: torch.Tensor) -> torch.Tensor:
+    """The map's matrix written from its definition: kron(W / sqrt(fan_in), I_d) per path."""
+    M = weight.new_zeros(lin.irreps_in.dim, lin.irreps_out.dim)
+    si, so = lin.irreps_in.slices(), lin.irreps_out.slices()
+    fan_in = {o: sum(lin.irreps_in[i].mul for i, oo in lin.instructions if oo == o) for _, o in lin.instructions}
+    off = 0
+    for i, o in lin.instructions:
+        (mi, ir), mo = lin.irreps_in[i], lin.irreps_out[o].mul
+        W = weight[off : off + mi * mo].view(mi, mo) / fan_in[o] ** 0.5
+        M[si[i], so[o]] += torch.kron(W, torch.eye(ir.dim, dtype=weight.dtype))
+        off += mi * mo
+    return M
+
+
+@pytest.mark.parametrize("rows", [3, 4000])  # below and above the block-product threshold
+def test_dense_and_block_products_match_e3nn_and_the_definition(rows):
+    e3nn_o3 = oracle("e3nn.o3")
+    ours, theirs = Linear(IN, OUT).double(), e3nn_o3.Linear(IN, OUT).double()
+    ours.weight.data.copy_(theirs.weight.data)
+    x = Irreps(IN).randn(rows, -1, dtype=torch.float64)
+    assert ours._use_blocks(x) == (rows == 4000)
+    M = _kron_matrix(ours, ours.weight.detach())
+    torch.testing.assert_close(ours.dense_matrix(), M, atol=1e-15, rtol=0)
+    torch.testing.assert_close(ours(x), x @ M, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(ours(x), theirs(x), atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(ours._block_product(x[:5], ours.weight), x[:5] @ M, atol=1e-12, rtol=1e-12)
+    # negative control: the definition without the path normalisation is far off
+    bad = _kron_matrix(ours, ours.weight.detach()) * Irreps(IN)[0].mul ** 0.5
+    assert (ours(x) - x @ bad).abs().max() > 0.1
+
+
+def test_path_scales_stay_float64_through_dtype_changes():
+    lin = Linear("3x0e+2x1o", "2x0e+1x1o").float().double()
+    assert lin._matrix_scale.dtype == torch.float64
+    torch.testing.assert_close(lin.dense_matrix(), _kron_matrix(lin, lin.weight.detach()), atol=1e-14, rtol=0)  # float32 scales: ~1e-8
+
+
 def test_per_sample_weights_match_e3nn():
     e3nn_o3 = oracle("e3nn.o3")
     ours = Linear(IN, OUT, shared_weights=False)
