@@ -24,7 +24,7 @@ _LAZY_SUBMODULES = {
     "models": "interatomic potentials, property and docking models",
     "testing": "equivariance and gradient checks",
     "calculators": "the ASE calculator",
-    "training": "Lightning/Hydra training, evaluation and leaderboards (heavy imports)",
+    "training": "Lightning/Hydra training and evaluation (heavy imports)",
     "demo": "the eqgeo-demo command",
     "train": "the python -m eqgeo.train entry point",
 }

@@ -375,7 +375,7 @@ def _render(root: Path, runs: list[_Run], skipped: list[tuple[str, str]]) -> str
     lines = ["# eqgeo leaderboard", "",
              f"{len(runs)} run{'s' * (len(runs) != 1)} under `{root}`, grouped by dataset and target(s); "
              "test metrics of each run (MAE first), then the published numbers for the same dataset and "
-             "target (sources and how they were checked: `eqgeo/training/leaderboard.py`).", ""]
+             "target (sources and how they were checked: `eqgeo/leaderboard.py`).", ""]
     for key in sorted(groups, key=order):
         lines += _group_lines(key[0], key[1], groups[key])
     if skipped:

@@ -8,10 +8,10 @@ import pytest
 
 from eqgeo.datasets.qm9 import TARGET_UNITS, TARGETS
 from eqgeo.training import EnergyForcesTask, train
-from eqgeo.training.leaderboard import ANCHORS, LeaderboardError, leaderboard, main
+from eqgeo.leaderboard import ANCHORS, LeaderboardError, leaderboard, main
 from eqgeo.training.tasks import display_unit
 
-from ._helpers import TINY, TINY_QM9, cfg as _cfg, run_cli
+from .training._helpers import TINY, TINY_QM9, cfg as _cfg, run_cli
 
 
 def _rows(text: str, run: str) -> list[list[str]]:
