@@ -6,8 +6,10 @@
 
 One row per ``metrics.json`` (written by ``eqgeo-train`` into each run folder, and into each job
 folder of a ``--multirun`` sweep). Rows are grouped by dataset and target(s); under each group
-come the published test MAEs of reference models for that dataset and target (:data:`ANCHORS`)
-with their training-set sizes, so that a run on 800 molecules is not read as one on 110,000.
+come the published test MAEs of reference models for that dataset and target (:data:`ANCHORS`,
+read from ``eqgeo/data/published.csv``) with their training-set sizes, so that a run on 800
+molecules is not read as one on 110,000. A published number that could not be checked against a
+copy of its table is marked ``†``, with the reason below the table.
 
 Tasks this module does not know (anything with a ``test`` section of ``{"value", "unit"}``
 entries, e.g. a docking task reporting success rates and RMSDs) are rendered with their own
@@ -18,6 +20,8 @@ metric names and units. A malformed ``metrics.json`` is listed under "Skipped" w
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import math
 import sys
@@ -27,7 +31,7 @@ from typing import Optional
 
 import yaml
 
-__all__ = ["Anchor", "ANCHORS", "LeaderboardError", "leaderboard", "main"]
+__all__ = ["Anchor", "ANCHORS", "LeaderboardError", "PublishedDataError", "leaderboard", "load_published", "main"]
 
 
 class LeaderboardError(ValueError):
@@ -35,87 +39,139 @@ class LeaderboardError(ValueError):
 
 
 # ----------------------------------------------------------------------------- published anchors
+#: The published numbers, shipped in the wheel (``eqgeo/data/published.csv``, relative to the package).
+PUBLISHED_CSV = ("data", "published.csv")
+
+#: Columns of the data file; ``val_size`` and ``note`` may be empty.
+PUBLISHED_COLUMNS = ("model", "dataset", "target", "value", "unit", "train_size", "val_size", "source", "checked", "note")
+_OPTIONAL = ("val_size", "note")
+
+#: Units a published number may be in: those eqgeo reports the compared metrics in (QM9: mu in D,
+#: alpha in a0^3, energies in meV; rMD17: total energy in meV, force components in meV/Å).
+PUBLISHED_UNITS = frozenset({"D", "a0^3", "meV", "meV/Å"})
+
+
+class PublishedDataError(ValueError):
+    """A malformed published-numbers file; the message starts with ``FILE:LINE:``."""
+
+
 @dataclass(frozen=True)
 class Anchor:
-    """One published test MAE.
+    """One published test MAE (a row of ``eqgeo/data/published.csv``).
 
     Args:
         model: model name as published.
         dataset: group key of :func:`leaderboard` (``"QM9"``, ``"rMD17 ethanol"``).
-        metric: the ``metrics.json`` name it compares with (``"gap_mae"``, ``"forces_mae"``).
+        target: what is predicted, as eqgeo names it (``"gap"``, ``"forces"``); the published number is
+            the test MAE, compared with the ``metrics.json`` entry ``{target}_mae``.
         value, unit: the published number, in the unit eqgeo reports that metric in.
         train_size, val_size: structures the model was fitted on / validated on (``None``: not
             stated in the cited source).
-        source: paper and table.
+        source: paper, venue and year, table.
+        checked: ``"checked"`` (the number was found in a reachable copy of the table, or of a
+            transcription of it) or ``"unchecked: <why>"``.
+        note: where it was found, and any disagreement between copies.
     """
 
     model: str
     dataset: str
-    metric: str
+    target: str
     value: float
     unit: str
     train_size: int
     val_size: Optional[int]
     source: str
+    checked: str = "checked"
+    note: str = ""
+
+    @property
+    def metric(self) -> str:
+        """The ``metrics.json`` name the number compares with (``"gap_mae"``)."""
+        return f"{self.target}_mae"
+
+    @property
+    def is_checked(self) -> bool:
+        return self.checked == "checked"
 
 
-# QM9 test MAEs (12 targets reported in each paper; the six below are kept). Units are those of
-# eqgeo's QM9 metrics: mu in D, alpha in a0^3, energies in meV. All five use ~110k training
-# molecules (SchNet's paper does not state a validation size).
-#
-# How the numbers were checked (2026, stored copies only; no PDF was re-read):
-# - SchNet, DimeNet++, PaiNN, TorchMD-Net ET: all six values equal the rows of a third-party
-#   QM9 comparison table (README of the Ginformer repository, which lists mu in mD). DimeNet++
-#   additionally equals DGL-LifeSci's DimeNet++ README, which names the source "Table 2".
-#   SchNet's row is the one every later paper quotes (e.g. DimeNet, ICLR 2020, Table 2).
-# - Equiformer: alpha, gap and U0 equal the Ginformer table; mu, HOMO, LUMO (0.011 D, 15, 14 meV)
-#   equal two other transcriptions of Liao & Smidt's Table 1 (an EquiformerV2 reproduction config
-#   and a paper review), while the Ginformer table lists 12 mD / 15.4 / 14.7 meV (apparently
-#   another version of the paper). The values below are the ICLR 2023 Table 1 as recalled.
-# - Table numbers other than DimeNet++'s are as recalled, not re-checked.
-_QM9_METRICS = (("mu_mae", "D"), ("alpha_mae", "a0^3"), ("homo_mae", "meV"), ("lumo_mae", "meV"),
-                ("gap_mae", "meV"), ("U0_mae", "meV"))
-_QM9 = (
-    # model          mu      alpha   HOMO  LUMO  gap   U0    train    val     source
-    ("SchNet",       0.033,  0.235,  41,   34,   63,   14,   110_000, None,
-     "Schütt et al. 2018, J. Chem. Phys. 148, 241722 (QM9 table; as quoted in DimeNet, ICLR 2020, Table 2)"),
-    ("DimeNet++",    0.0297, 0.0435, 24.6, 19.5, 32.6, 6.32, 110_000, 10_000,
-     "Gasteiger et al. 2020, arXiv:2011.14115 (NeurIPS ML4Molecules), Table 2"),
-    ("PaiNN",        0.012,  0.045,  27.6, 20.4, 45.7, 5.85, 110_000, 10_000,
-     "Schütt, Unke & Gastegger 2021, ICML (PMLR 139), Table 2"),
-    ("TorchMD-Net ET", 0.011, 0.059, 20.3, 17.5, 36.1, 6.15, 110_000, 10_000,
-     "Thölke & De Fabritiis 2022, ICLR, Table 1"),
-    ("Equiformer",   0.011,  0.046,  15,   14,   30,   6.59, 110_000, 10_000,
-     "Liao & Smidt 2023, ICLR, Table 1"),
-)  # fmt: skip
-
-# rMD17 ethanol test MAEs: total energy in meV, force components in meV/Å. Each model was fitted
-# on 950 configurations and validated on 50 (1,000 drawn from rMD17), as eqgeo's experiment=rmd17.
-#
-# How the numbers were checked: NequIP's 0.4 / 2.8 equals the NequIP row quoted in the PONITA
-# README; MACE's 0.4 / 2.1 equals the "paper" column of a MACE rMD17 reproduction README (which
-# calls the table "Table 2"). Allegro's 0.4 / 2.1 is as recalled from its rMD17 table and could
-# not be cross-checked in a stored copy. Table numbers are not given where not verified.
-_RMD17_METRICS = (("energy_mae", "meV"), ("forces_mae", "meV/Å"))
-_RMD17_ETHANOL = (
-    # model    energy  forces  train  val  source
-    ("NequIP",  0.4,   2.8,    950,   50,  "Batzner et al. 2022, Nat. Commun. 13, 2453, rMD17 table (l = 3)"),
-    ("Allegro", 0.4,   2.1,    950,   50,  "Musaelian et al. 2023, Nat. Commun. 14, 579, rMD17 table (not cross-checked)"),
-    ("MACE",    0.4,   2.1,    950,   50,  "Batatia et al. 2022, NeurIPS 35, rMD17 table"),
-)  # fmt: skip
+def _published_path() -> Path:
+    return Path(__file__).resolve().parent.joinpath(*PUBLISHED_CSV)
 
 
-def _anchors() -> tuple[Anchor, ...]:
-    rows = []
-    for model, *values, train, val, source in _QM9:
-        rows += [Anchor(model, "QM9", m, v, u, train, val, source) for (m, u), v in zip(_QM9_METRICS, values)]
-    for model, *values, train, val, source in _RMD17_ETHANOL:
-        rows += [Anchor(model, "rMD17 ethanol", m, v, u, train, val, source) for (m, u), v in zip(_RMD17_METRICS, values)]
-    return tuple(rows)
+def load_published(path=None) -> tuple[Anchor, ...]:
+    """The published numbers of ``path`` (default: the copy shipped in the package).
+
+    Raises:
+        PublishedDataError: a missing or unknown column, a row with too many or too few fields, an
+            empty required field, a value that is not a positive number, a size that is not a
+            positive integer, an unknown unit, a ``checked`` field other than ``checked`` or
+            ``unchecked: <why>``, or a repeated (model, dataset, target); the message names the file
+            and the line.
+    """
+    path = Path(path) if path is not None else _published_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise PublishedDataError(f"{path}: cannot be read ({type(error).__name__}: {error})") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = reader.fieldnames or []
+    missing = [c for c in PUBLISHED_COLUMNS if c not in header]
+    unknown = [c for c in header if c not in PUBLISHED_COLUMNS]
+    if missing or unknown:
+        raise PublishedDataError(f"{path}:1: header must be {','.join(PUBLISHED_COLUMNS)}"
+                                 + (f"; missing {missing}" if missing else "") + (f"; unknown {unknown}" if unknown else ""))
+    anchors, seen = [], {}
+    for row in reader:
+        line = reader.line_num
+        try:
+            anchor = _anchor(row)
+        except ValueError as error:
+            raise PublishedDataError(f"{path}:{line}: {error}") from None
+        key = (anchor.model, anchor.dataset, anchor.target)
+        if key in seen:
+            raise PublishedDataError(f"{path}:{line}: {key} repeats line {seen[key]}")
+        seen[key] = line
+        anchors.append(anchor)
+    if not anchors:
+        raise PublishedDataError(f"{path}: no rows under the header")
+    return tuple(anchors)
 
 
-#: Every published number the leaderboard shows (see the comments above the tables for sources).
-ANCHORS: tuple[Anchor, ...] = _anchors()
+def _anchor(row: dict) -> Anchor:
+    if None in row:
+        raise ValueError(f"more fields than the {len(PUBLISHED_COLUMNS)} columns of the header")
+    if any(v is None for v in row.values()):
+        raise ValueError(f"fewer fields than the {len(PUBLISHED_COLUMNS)} columns of the header")
+    row = {k: v.strip() for k, v in row.items()}
+    empty = [c for c in PUBLISHED_COLUMNS if c not in _OPTIONAL and not row[c]]
+    if empty:
+        raise ValueError(f"empty field(s) {empty}")
+    try:
+        value = float(row["value"])
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"'value' must be a positive number, got {row['value']!r}")
+    if row["unit"] not in PUBLISHED_UNITS:
+        raise ValueError(f"unknown unit {row['unit']!r} (known: {', '.join(sorted(PUBLISHED_UNITS))})")
+    sizes = {}
+    for column in ("train_size", "val_size"):
+        if column == "val_size" and not row[column]:
+            sizes[column] = None
+            continue
+        if not row[column].isdigit() or int(row[column]) == 0:
+            raise ValueError(f"{column!r} must be a positive integer, got {row[column]!r}")
+        sizes[column] = int(row[column])
+    checked = row["checked"]
+    if checked != "checked" and not (checked.startswith("unchecked: ") and checked[len("unchecked: "):].strip()):
+        raise ValueError(f"'checked' must be 'checked' or 'unchecked: <why>', got {checked!r}")
+    return Anchor(row["model"], row["dataset"], row["target"], value, row["unit"], sizes["train_size"],
+                  sizes["val_size"], row["source"], checked, row["note"])
+
+
+#: Every published number the leaderboard shows (``eqgeo/data/published.csv``: sources, and where
+#: each number was checked).
+ANCHORS: tuple[Anchor, ...] = load_published()
 
 # metrics.json names whose anchors are another metric's (atomization energy: same MAE as U0)
 _ANCHOR_ALIASES = {"U0_atom_mae": "U0_mae"}
@@ -330,6 +386,10 @@ def _runs_table(runs: list[_Run]) -> list[str]:
     return _table(header, [False] * 3 + [True, False, True, True, True] + [True] * len(columns), rows)
 
 
+#: Marks a published number whose ``checked`` field is ``unchecked: <why>``.
+_UNCHECKED_MARK = "†"
+
+
 def _anchor_table(dataset: str, runs: list[_Run]) -> list[str]:
     """Published MAEs for the runs' MAE columns, with training sets; ``[]`` when there are none."""
     columns = [c for c in _ordered(dict.fromkeys(n for r in runs for n in r.metrics)) if _anchors_for(dataset, c)]
@@ -339,14 +399,30 @@ def _anchor_table(dataset: str, runs: list[_Run]) -> list[str]:
             found.setdefault(anchor.model, {})[c] = anchor
     if not found:
         return []
-    rows = []
+    rows, unchecked = [], {}  # unchecked: (model, why) -> targets
     for model, anchors in found.items():
         a = next(iter(anchors.values()))
         train = f"{a.train_size:,}" + (f" (+{a.val_size:,} val)" if a.val_size else "")
-        rows.append([model] + [_number(anchors[c].value) if c in anchors else "—" for c in columns] + [train, a.source])
+        cells = []
+        for c in columns:
+            anchor = anchors.get(c)
+            if anchor is None:
+                cells.append("—")
+            elif anchor.is_checked:
+                cells.append(_number(anchor.value))
+            else:
+                cells.append(f"{_number(anchor.value)} {_UNCHECKED_MARK}")
+                unchecked.setdefault((model, anchor.checked), []).append(anchor.target)
+        rows.append([model] + cells + [train, a.source])
     header = ["published model"] + [_metric_header(c, _anchors_for(dataset, c)[0].unit) for c in columns]
     lines = [f"Published test MAEs ({dataset}), with the training sets they used:", ""]
     lines += _table(header + ["training set", "source"], [False] + [True] * len(columns) + [True, False], rows)
+    if unchecked:
+        lines.append("")
+        for (model, why), targets in unchecked.items():
+            reason = why[len("unchecked: "):].strip()
+            lines.append(f"- {_UNCHECKED_MARK} {model} ({', '.join(targets)}), not checked: {reason}"
+                         + ("" if reason.endswith(".") else "."))
     smallest = min(a.train_size for anchors in found.values() for a in anchors.values())
     trained = [r.sizes["train"] for r in runs if isinstance(r.sizes.get("train"), int)]
     if trained and max(trained) * 2 <= smallest:
@@ -375,7 +451,8 @@ def _render(root: Path, runs: list[_Run], skipped: list[tuple[str, str]]) -> str
     lines = ["# eqgeo leaderboard", "",
              f"{len(runs)} run{'s' * (len(runs) != 1)} under `{root}`, grouped by dataset and target(s); "
              "test metrics of each run (MAE first), then the published numbers for the same dataset and "
-             "target (sources and how they were checked: `eqgeo/leaderboard.py`).", ""]
+             "target (sources, and where each number was checked: `eqgeo/data/published.csv`; "
+             f"{_UNCHECKED_MARK}: not checked).", ""]
     for key in sorted(groups, key=order):
         lines += _group_lines(key[0], key[1], groups[key])
     if skipped:

@@ -1,14 +1,20 @@
-"""eqgeo-leaderboard: real runs rendered with the published anchors, unknown tasks, clear errors."""
+"""eqgeo-leaderboard: real runs rendered with the published anchors, unknown tasks, clear errors; the
+published numbers' data file (eqgeo/data/published.csv) and its loader."""
 
+import csv
+import dataclasses
 import json
 import math
+import re
 import shutil
 
 import pytest
 
+import eqgeo.leaderboard as board
 from eqgeo.datasets.qm9 import TARGET_UNITS, TARGETS
+from eqgeo.leaderboard import (ANCHORS, PUBLISHED_COLUMNS, PUBLISHED_UNITS, LeaderboardError, PublishedDataError,
+                               leaderboard, load_published, main)
 from eqgeo.training import EnergyForcesTask, train
-from eqgeo.leaderboard import ANCHORS, LeaderboardError, leaderboard, main
 from eqgeo.training.tasks import display_unit
 
 from .training._helpers import TINY, TINY_QM9, cfg as _cfg, run_cli
@@ -88,14 +94,7 @@ def test_unknown_task_renders_generically(tmp_path):
 
 
 def test_rmd17_group_gets_the_rmd17_anchors(tmp_path):
-    run = tmp_path / "md"
-    run.mkdir()
-    (run / "config.yaml").write_text("data:\n  train_file: /data/md17/botnet_ethanol/train.xyz\n")
-    (run / "metrics.json").write_text(json.dumps({
-        "task": "EnergyForcesTask", "data": {"train": 950, "val": 50, "test": 1000, "source": "MD17DataModule"},
-        "model": {"class": "InteratomicPotential", "parameters": 10}, "epochs": 5, "wall_time_s": 1.0,
-        "test": {"energy_mae": {"value": 9.0, "unit": "meV"}, "forces_mae": {"value": 30.0, "unit": "meV/Å"}},
-    }))
+    _rmd17_run(tmp_path)
     text = leaderboard(tmp_path)
     assert "## rMD17 ethanol · energy, forces" in text
     mace = next(l for l in text.splitlines() if l.startswith("| MACE |"))
@@ -143,7 +142,7 @@ def test_anchors_are_in_the_units_eqgeo_reports():
                                          "NequIP", "Allegro", "MACE"}
     for anchor in ANCHORS:
         assert anchor.metric.endswith("_mae") and anchor.value > 0 and math.isfinite(anchor.value)
-        target = anchor.metric[: -len("_mae")]
+        target = anchor.target
         if anchor.dataset == "QM9":
             unit = display_unit(TARGET_UNITS[TARGETS.index(target)])[0]
             assert anchor.train_size == 110_000
@@ -153,3 +152,98 @@ def test_anchors_are_in_the_units_eqgeo_reports():
         assert anchor.unit == unit, anchor
     gap = {a.model: a.value for a in ANCHORS if a.metric == "gap_mae"}
     assert gap == {"SchNet": 63, "DimeNet++": 32.6, "PaiNN": 45.7, "TorchMD-Net ET": 36.1, "Equiformer": 30}
+
+
+# ----------------------------------------------------------------------------- the data file
+def _published_rows() -> list[dict]:
+    with board._published_path().open(encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_published_data_file_loads_with_every_field():
+    """The shipped file loads, and every row has every required field, a known unit and a checked status."""
+    assert board._published_path().name == "published.csv" and board._published_path().parent.name == "data"
+    rows = _published_rows()
+    assert len(rows) == len(ANCHORS) == len(load_published()) > 0
+    for row in rows:
+        assert tuple(row) == PUBLISHED_COLUMNS
+        assert all(row[c].strip() for c in PUBLISHED_COLUMNS if c not in ("val_size", "note")), row
+        assert row["unit"] in PUBLISHED_UNITS, row
+        assert row["checked"] == "checked" or (row["checked"].startswith("unchecked: ") and len(row["checked"]) > 15), row
+    for anchor in ANCHORS:
+        # a checked number says where it was found; an unchecked one says why not
+        assert anchor.is_checked == (anchor.checked == "checked")
+        assert anchor.note or not anchor.is_checked, anchor
+    assert {a.model for a in ANCHORS if not a.is_checked} == {"Allegro"}
+
+
+def _write(tmp_path, lines: list[str]):
+    path = tmp_path / "published.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+GOOD = "SchNet,QM9,gap,63,meV,110000,,\"Schütt et al. 2018, J. Chem. Phys.\",checked,found somewhere"
+
+
+@pytest.mark.parametrize(("bad", "message"), [
+    ("SchNet,QM9,homo,n/a,meV,110000,,paper,checked,", r"'value' must be a positive number, got 'n/a'"),
+    ("SchNet,QM9,homo,-41,meV,110000,,paper,checked,", r"'value' must be a positive number"),
+    ("SchNet,QM9,homo,41,eV,110000,,paper,checked,", r"unknown unit 'eV'"),
+    ("SchNet,QM9,homo,41,meV,110k,,paper,checked,", r"'train_size' must be a positive integer, got '110k'"),
+    ("SchNet,QM9,homo,41,meV,110000,,,checked,", r"empty field\(s\) \['source'\]"),
+    ("SchNet,QM9,homo,41,meV,110000,,paper,yes,", r"'checked' must be 'checked' or 'unchecked: <why>', got 'yes'"),
+    ("SchNet,QM9,homo,41,meV,110000,,paper,unchecked: ,", r"'checked' must be"),
+    ("SchNet,QM9,homo,41,meV,110000,,paper,checked", r"fewer fields than the 10 columns"),
+    ("SchNet,QM9,homo,41,meV,110000,,paper,checked,note,extra", r"more fields than the 10 columns"),
+    ("SchNet,QM9,gap,63,meV,110000,,paper,checked,", r"\('SchNet', 'QM9', 'gap'\) repeats line 2"),
+])
+def test_malformed_row_names_file_and_line(tmp_path, bad, message):
+    """Negative controls: a malformed row (the third line of the file) is an error naming the file and that line."""
+    assert len(load_published(_write(tmp_path, [",".join(PUBLISHED_COLUMNS), GOOD]))) == 1  # the good row alone loads
+    path = _write(tmp_path, [",".join(PUBLISHED_COLUMNS), GOOD, bad])
+    with pytest.raises(PublishedDataError, match=f"^{re.escape(str(path))}:3: {message}"):
+        load_published(path)
+
+
+def test_malformed_header_or_empty_file(tmp_path):
+    with pytest.raises(PublishedDataError, match=r":1: header must be model,dataset,.*missing \['checked'\]"):
+        load_published(_write(tmp_path, ["model,dataset,target,value,unit,train_size,val_size,source,note"]))
+    with pytest.raises(PublishedDataError, match=r": no rows under the header"):
+        load_published(_write(tmp_path, [",".join(PUBLISHED_COLUMNS)]))
+    with pytest.raises(PublishedDataError, match=r"nowhere.csv: cannot be read"):
+        load_published(tmp_path / "nowhere.csv")
+
+
+def _rmd17_run(tmp_path):
+    run = tmp_path / "md"
+    run.mkdir()
+    (run / "config.yaml").write_text("data:\n  train_file: /data/md17/botnet_ethanol/train.xyz\n")
+    (run / "metrics.json").write_text(json.dumps({
+        "task": "EnergyForcesTask", "data": {"train": 950, "val": 50, "test": 1000, "source": "MD17DataModule"},
+        "model": {"class": "InteratomicPotential", "parameters": 10}, "epochs": 5, "wall_time_s": 1.0,
+        "test": {"energy_mae": {"value": 9.0, "unit": "meV"}, "forces_mae": {"value": 30.0, "unit": "meV/Å"}},
+    }))
+
+
+def test_leaderboard_marks_unchecked_anchors(tmp_path, monkeypatch):
+    """An unchecked number carries the mark and its reason is printed under the table; checked ones carry none."""
+    _rmd17_run(tmp_path)
+    text = leaderboard(tmp_path)
+    allegro = next(l for l in text.splitlines() if l.startswith("| Allegro |"))
+    assert allegro.startswith("| Allegro | 0.4 † | 2.1 † | 950 (+50 val) |"), allegro
+    reason = next(a.checked for a in ANCHORS if a.model == "Allegro")[len("unchecked: "):]
+    assert f"- † Allegro (energy, forces), not checked: {reason}" in text
+    for model in ("NequIP", "MACE"):
+        line = next(l for l in text.splitlines() if l.startswith(f"| {model} |"))
+        assert "†" not in line, line
+    assert "`eqgeo/data/published.csv`" in text
+
+    # the mark follows the data: MACE's forces unchecked, everything else checked
+    anchors = tuple(dataclasses.replace(a, checked="checked") if a.model == "Allegro" else
+                    dataclasses.replace(a, checked="unchecked: test reason") if (a.model, a.target) == ("MACE", "forces")
+                    else a for a in ANCHORS)
+    monkeypatch.setattr(board, "ANCHORS", anchors)
+    text = leaderboard(tmp_path)
+    assert next(l for l in text.splitlines() if l.startswith("| MACE |")).startswith("| MACE | 0.4 | 2.1 † |")
+    assert "- † MACE (forces), not checked: test reason." in text and "Allegro (" not in text
