@@ -100,9 +100,18 @@ class Plan:
         per_sample = [g.d1 * g.d2 * g.U * (1 if g.diag else g.V) for g in self.groups]
         per_sample += [sum(m.dout for m in g.members) * g.U * (1 if g.diag else g.V) for g in self.groups]
         self._per_sample = max(per_sample, default=1)
+        self.native_work = sum(self._path_work(self.instructions[k]) for k in self.native_index)
         writers = [sum(1 for i in self.instructions if i.i_out == o) for o in range(len(self.irreps_out))]
         self.sole_writer = [writers[i.i_out] == 1 for i in self.instructions]
         self._ct_cache: dict = {}
+
+    def _path_work(self, ins: Instruction) -> int:
+        """Multiply-adds of one sample of a native path: the 3j contraction of x2 (once per ``v``,
+        or per channel for "uuu") and the channel product."""
+        (m1, ir1), (m2, ir2), (_, iro) = self.irreps_in1[ins.i_in1], self.irreps_in2[ins.i_in2], self.irreps_out[ins.i_out]
+        contractions = m1 if ins.connection_mode == "uuu" else m2
+        pairs = m1 if ins.connection_mode == "uuu" else m1 * m2
+        return contractions * ir1.dim * ir2.dim * iro.dim + pairs * ir1.dim * iro.dim
 
     def _make_groups(self, indices) -> list[_Group]:
         """The paths ``indices`` grouped by input pair, each group with its stacked 3j blocks."""
@@ -311,6 +320,19 @@ def _use_native(plan: Plan, x: torch.Tensor, *others: torch.Tensor) -> bool:
     )
 
 
+#: Multiply-adds (``Plan.native_work`` x samples) below which one more thread of the native kernel
+#: does not pay: waking a pooled worker and waiting for it costs 10-50 us, and on a busy machine
+#: much more; 250,000 multiply-adds are about 60 us of forward work on one x86 core (the backward
+#: does about 2.5x as much per unit). Measured in experiments/benchmarks/results/profile_small_batch.md.
+NATIVE_WORK_PER_THREAD = 250_000
+
+
+def native_threads(plan: Plan, batch: int) -> int:
+    """Threads for one native call: torch's intra-op thread count, but only as many as the work
+    keeps busy (1 for the small batches of a training step)."""
+    return max(1, min(torch.get_num_threads(), plan.native_work * batch // NATIVE_WORK_PER_THREAD))
+
+
 def _ptr(t: torch.Tensor | None) -> int | None:
     return t.data_ptr() if t is not None and t.numel() > 0 else None
 
@@ -339,7 +361,7 @@ def _native_forward(plan: Plan, x1: torch.Tensor, x2: torch.Tensor, w: torch.Ten
     hdr = _native_header(plan, x1.shape[0], sizes)
     fn = getattr(_native.library(), _NATIVE_DTYPES[x1.dtype].format("forward"))
     rc = fn(ctypes.addressof(hdr), _ptr(meta), _ptr(blocks1), _ptr(zeros), _ptr(cg), _ptr(x1), _ptr(x2), _ptr(w),
-            _ptr(out), torch.get_num_threads())
+            _ptr(out), native_threads(plan, x1.shape[0]))
     if rc != 0:
         raise MemoryError("eqgeo native tensor product: out of memory for its scratch buffers")
 
@@ -349,7 +371,7 @@ def _native_backward(plan, grad, x1, x2, w, gx1, gx2, gw) -> None:
     hdr = _native_header(plan, x1.shape[0], sizes)
     fn = getattr(_native.library(), _NATIVE_DTYPES[x1.dtype].format("backward"))
     rc = fn(ctypes.addressof(hdr), _ptr(meta), _ptr(blocks1), _ptr(cg), _ptr(grad), _ptr(x1), _ptr(x2), _ptr(w),
-            _ptr(gx1), _ptr(gx2), _ptr(gw), torch.get_num_threads())
+            _ptr(gx1), _ptr(gx2), _ptr(gw), native_threads(plan, x1.shape[0]))
     if rc != 0:
         raise MemoryError("eqgeo native tensor product: out of memory for its scratch buffers")
 

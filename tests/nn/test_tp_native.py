@@ -1,6 +1,9 @@
 """The native CPU kernel of the tensor product equals the reference path, and its fallback works."""
 
+import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -113,6 +116,64 @@ def test_several_threads(native_lib):
     torch.testing.assert_close(y_f, y_r, atol=1e-12, rtol=1e-12)
     for a, b in zip(grads_f, grads_r):
         torch.testing.assert_close(a, b, atol=1e-11, rtol=1e-12)
+
+
+def test_threads_follow_the_work_and_torch(native_lib, monkeypatch):
+    fast, _ = _modules("uvu_sh", shared=True)
+    plan = kernel.get_plan(fast._key)
+    per_thread = kernel.NATIVE_WORK_PER_THREAD
+    small = max(1, per_thread // plan.native_work - 1)  # less work than one extra thread needs
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert kernel.native_threads(plan, small) == 1
+    assert kernel.native_threads(plan, 10 * small + 10) == 2
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert kernel.native_threads(plan, 10 * small + 10) == 1  # never more than torch's intra-op threads
+
+
+def _forced_threads(monkeypatch, n):
+    monkeypatch.setattr(kernel, "native_threads", lambda plan, batch: n)
+
+
+def test_pool_from_concurrent_callers_and_a_forked_child(native_lib, monkeypatch):
+    """Calls from two Python threads at once (one of them runs on its caller) and from a child
+    forked while the pool exists (its workers are gone there) give the reference results."""
+    import concurrent.futures
+
+    _forced_threads(monkeypatch, 2)
+    fast, ref = _modules("uvu_sh", shared=False)
+    fast.double(), ref.double()
+    n = 2000
+    x1, x2 = fast.irreps_in1.randn(n, -1, dtype=torch.float64), fast.irreps_in2.randn(n, -1, dtype=torch.float64)
+    w = torch.randn(n, fast.weight_numel, dtype=torch.float64)
+    expected = ref(x1, x2, w)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: fast(x1, x2, w), range(8)))
+    for y in results:
+        torch.testing.assert_close(y, expected, atol=1e-12, rtol=1e-12)
+    assert native_lib.eqgeo_pool_threads() >= 1
+    # a child forked while the pool exists: its workers are gone there, the kernel must not wait
+    # for them. torch's own OpenMP threads hang in a forked child, so the child uses one torch
+    # thread, as PyTorch's DataLoader workers do (the native kernel is still told to use 2).
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            torch.set_num_threads(1)
+            err = float((fast(x1, x2, w) - expected).abs().max())
+            os.write(write, repr(err).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    deadline = time.monotonic() + 300
+    while os.waitpid(pid, os.WNOHANG)[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the native kernel hung in a forked child")
+        time.sleep(0.05)
+    answer = os.read(read, 100).decode()
+    os.close(read)
+    assert answer and float(answer) <= 1e-12, f"forked child: {answer or 'no result'}"
 
 
 def test_disabled_by_environment(monkeypatch):

@@ -29,7 +29,7 @@ from pathlib import Path
 __all__ = ["enabled", "library", "cache_dir"]
 
 _SOURCE = Path(__file__).with_name("tp.c")
-_ABI = 2
+_ABI = 3
 _lock = threading.Lock()
 _BASE_FLAGS = ["-O3", "-std=gnu11", "-fPIC", "-shared", "-pthread"]
 _FLAG_SETS = (_BASE_FLAGS + ["-march=native"], _BASE_FLAGS)  # tried in this order
@@ -111,6 +111,7 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
         bwd.restype = i
     lib.eqgeo_advise_hugepages.argtypes = [p, ctypes.c_int64]
     lib.eqgeo_advise_hugepages.restype = i
+    lib.eqgeo_pool_threads.restype = i
     lib.eqgeo_tp_header_size.restype = i
     lib.eqgeo_tp_path_fields.restype = i
     return lib

@@ -21,8 +21,8 @@
  *   gw[u,v]   = sum_i x1[u,i] H[i,u]
  *   gA[i,k]   = sum_u s x1[u,i] go[u,k]    then  gx2[v,j] += sum_ik C[i,j,k] gA[i,k]
  *
- * Everything is local to a sample, so samples are shared between threads (pthreads, chunks
- * handed out by an atomic counter) without write conflicts; shared weights accumulate their
+ * Everything is local to a sample, so samples are shared between threads (a persistent pool of
+ * sleeping pthreads, chunks handed out by an atomic counter) without write conflicts; shared weights accumulate their
  * gradient in one buffer per thread, summed at the end. "uuu" paths (rare, and small) use
  * plain loops in the feature layout.
  *
@@ -47,7 +47,7 @@ enum { MODE_UVU = 0, MODE_UUU = 1 };
  * `blocks1`), and the largest mul, mul * dim_out and dim_in1 * dim_out over the paths. */
 enum { H_B, H_NPATHS, H_NUVU, H_DIM1, H_DIM2, H_DIMO, H_LDW, H_NUMEL, H_NZERO, H_NB1, H_MAXU, H_MAXUDO, H_MAXA, NH };
 
-int eqgeo_tp_abi_version(void) { return 2; }
+int eqgeo_tp_abi_version(void) { return 3; }
 int eqgeo_tp_header_size(void) { return NH; }
 int eqgeo_tp_path_fields(void) { return NF; }
 
@@ -67,28 +67,92 @@ int eqgeo_advise_hugepages(void *p, int64_t bytes) {
 
 typedef void (*range_fn)(void *args, int64_t start, int64_t end, int tid);
 
+/* A persistent pool of worker threads that sleep on a condition variable between jobs (they
+ * never spin), created on first need and grown to the largest thread count asked for.
+ *
+ * A job is open to at most nthreads - 1 workers. A worker that wakes joins it under the pool's
+ * mutex (taking a thread id 1..nthreads-1 for its scratch buffers) and then takes chunks from an
+ * atomic counter like the caller does. When the caller has no chunk left it closes the job and
+ * waits only for the workers that joined: a worker that was not scheduled in time (a busy
+ * machine) never delays the caller, it finds the job closed and goes back to sleep. So with a
+ * competing process the caller does at worst all the work itself, as with one thread. One job
+ * runs at a time; a call that finds the pool busy (another Python thread) runs on its caller. */
 typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t wake, done;
+    pthread_mutex_t job;  /* held by the caller for a whole job */
+    int nworkers;         /* threads created */
+    unsigned long gen;    /* job generation */
+    int open, joined, max_join, active;
     range_fn fn;
     void *args;
     int64_t total, chunk, next;
 } pool_t;
 
-typedef struct {
-    pool_t *pool;
-    int tid;
-} worker_t;
+static pool_t P = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
+                   PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, 0, 0, NULL, NULL, 0, 0, 0};
 
-static void *pool_work(void *p) {
-    worker_t *w = (worker_t *)p;
-    pool_t *pool = w->pool;
+static void run_chunks(range_fn fn, void *args, int64_t total, int64_t chunk, int tid) {
     for (;;) {
-        int64_t s = __atomic_fetch_add(&pool->next, pool->chunk, __ATOMIC_RELAXED);
-        if (s >= pool->total) break;
-        int64_t e = s + pool->chunk < pool->total ? s + pool->chunk : pool->total;
-        pool->fn(pool->args, s, e, w->tid);
+        int64_t s = __atomic_fetch_add(&P.next, chunk, __ATOMIC_RELAXED);
+        if (s >= total) break;
+        fn(args, s, s + chunk < total ? s + chunk : total, tid);
+    }
+}
+
+static void *pool_thread(void *unused) {
+    (void)unused;
+    unsigned long seen = 0;
+    pthread_mutex_lock(&P.mu);
+    for (;;) {
+        while (!P.open || P.gen == seen) pthread_cond_wait(&P.wake, &P.mu);
+        seen = P.gen;
+        if (P.joined >= P.max_join) continue;
+        int tid = ++P.joined;
+        P.active++;
+        range_fn fn = P.fn;
+        void *args = P.args;
+        int64_t total = P.total, chunk = P.chunk;
+        pthread_mutex_unlock(&P.mu);
+        run_chunks(fn, args, total, chunk, tid);
+        pthread_mutex_lock(&P.mu);
+        if (--P.active == 0) pthread_cond_signal(&P.done);
     }
     return NULL;
 }
+
+/* In a forked child the workers do not exist and the locks may be held: start afresh. */
+static void pool_after_fork_child(void) {
+    pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER, j = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t c = PTHREAD_COND_INITIALIZER, d = PTHREAD_COND_INITIALIZER;
+    P.mu = m;
+    P.job = j;
+    P.wake = c;
+    P.done = d;
+    P.nworkers = 0;
+    P.open = P.joined = P.max_join = P.active = 0;
+}
+
+static void pool_grow(int want) {  /* called with P.mu held */
+    static int atfork = 0;
+    if (!atfork) {
+        pthread_atfork(NULL, NULL, pool_after_fork_child);
+        atfork = 1;
+    }
+    while (P.nworkers < want) {
+        pthread_t th;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        int rc = pthread_create(&th, &attr, pool_thread, NULL);
+        pthread_attr_destroy(&attr);
+        if (rc != 0) break;
+        P.nworkers++;
+    }
+}
+
+/* Number of threads the pool has (for tests). */
+int eqgeo_pool_threads(void) { return P.nworkers; }
 
 /* Run fn over [0, total) on up to nthreads threads (the caller's thread is one of them). */
 static void parallel_for(int64_t total, int nthreads, range_fn fn, void *args) {
@@ -96,22 +160,31 @@ static void parallel_for(int64_t total, int nthreads, range_fn fn, void *args) {
     if (nthreads < 1) nthreads = 1;
     if (nthreads > 64) nthreads = 64;
     if ((int64_t)nthreads > (total + 31) / 32) nthreads = (int)((total + 31) / 32);
-    pool_t pool = {fn, args, total, 0, 0};
-    int64_t chunk = total / ((int64_t)nthreads * 16);
-    pool.chunk = chunk < 8 ? 8 : (chunk > 256 ? 256 : chunk);
-    pthread_t th[64];
-    worker_t wk[64];
-    int started = 0;
-    for (int t = 1; t < nthreads; ++t) {
-        wk[t].pool = &pool;
-        wk[t].tid = t;
-        if (pthread_create(&th[t], NULL, pool_work, &wk[t]) != 0) break;
-        started = t;
+    if (nthreads == 1 || pthread_mutex_trylock(&P.job) != 0) {
+        fn(args, 0, total, 0);
+        return;
     }
-    wk[0].pool = &pool;
-    wk[0].tid = 0;
-    pool_work(&wk[0]);
-    for (int t = 1; t <= started; ++t) pthread_join(th[t], NULL);
+    int64_t chunk = total / ((int64_t)nthreads * 16);
+    chunk = chunk < 8 ? 8 : (chunk > 256 ? 256 : chunk);
+    pthread_mutex_lock(&P.mu);
+    pool_grow(nthreads - 1);
+    P.fn = fn;
+    P.args = args;
+    P.total = total;
+    P.chunk = chunk;
+    __atomic_store_n(&P.next, 0, __ATOMIC_RELAXED);
+    P.joined = P.active = 0;
+    P.max_join = nthreads - 1 < P.nworkers ? nthreads - 1 : P.nworkers;
+    P.gen++;
+    P.open = 1;
+    pthread_cond_broadcast(&P.wake);
+    pthread_mutex_unlock(&P.mu);
+    run_chunks(fn, args, total, chunk, 0);
+    pthread_mutex_lock(&P.mu);
+    P.open = 0;
+    while (P.active > 0) pthread_cond_wait(&P.done, &P.mu);
+    pthread_mutex_unlock(&P.mu);
+    pthread_mutex_unlock(&P.job);
 }
 
 static int clamp_threads(int nthreads) { return nthreads < 1 ? 1 : (nthreads > 64 ? 64 : nthreads); }
