@@ -2,7 +2,7 @@
 
 import sys
 
-from .training.train import main
+from .cli import train as main
 
 if __name__ == "__main__":
     sys.exit(main())
