@@ -110,10 +110,11 @@ def _check_checkpoint(path: Path) -> None:
 
 def _config_hash(cfg: DictConfig) -> str:
     """Hash of the options that decide what a run computes: not where it writes, where it resumes from,
-    its marker file or how long its DDP processes wait for each other."""
+    its marker file, how long its DDP processes wait for each other or how many threads it uses."""
     kept = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in ("run_dir", "ckpt_path", "marker")])
-    if "trainer" in kept and "rendezvous_timeout_s" in kept.trainer:
-        kept.trainer = OmegaConf.masked_copy(kept.trainer, [k for k in kept.trainer if k != "rendezvous_timeout_s"])
+    if "trainer" in kept:  # how a run waits and threads does not change what it computes
+        kept.trainer = OmegaConf.masked_copy(
+            kept.trainer, [k for k in kept.trainer if k not in ("rendezvous_timeout_s", "intra_op_threads")])
     text = OmegaConf.to_yaml(kept, resolve=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -360,6 +361,29 @@ def _whole_test_set(dm):
     return dm.loader("test") if hasattr(dm, "loader") else dm.test_dataloader()
 
 
+#: Below this many edges per training batch, torch's intra-op threads do not pay (each OpenMP
+#: region costs more than it saves, and on a busy machine a descheduled thread stalls every region):
+#: ``trainer.intra_op_threads=auto`` then trains on one thread (experiments/benchmarks/results/
+#: training_epoch.md: 5 rMD17 frames, 360 edges, are fastest on one thread in every condition).
+AUTO_THREADS_MIN_EDGES = 4000
+
+
+def _set_intra_op_threads(setting, dm, statistics: dict) -> None:
+    """``trainer.intra_op_threads``: ``auto`` (one thread for small batches, else torch's
+    default), or a number of threads."""
+    if setting is None or setting == "auto":
+        batch = next(iter(dm.train_dataloader()))
+        edges = batch.num_nodes * float(statistics["avg_num_neighbors"])
+        if edges < AUTO_THREADS_MIN_EDGES:
+            log.info("trainer.intra_op_threads=auto: %d edges per batch (< %d), training on 1 thread",
+                     int(edges), AUTO_THREADS_MIN_EDGES)
+            torch.set_num_threads(1)
+    elif isinstance(setting, int) and setting >= 1:
+        torch.set_num_threads(setting)
+    else:
+        raise ValueError(f"trainer.intra_op_threads must be 'auto' or a positive integer, got {setting!r}")
+
+
 def train(cfg: DictConfig) -> dict:
     """Train and test one configuration; returns the contents of the run's ``metrics.json``.
 
@@ -401,6 +425,7 @@ def train(cfg: DictConfig) -> dict:
     ema_decay = trainer_cfg.pop("ema_decay")
     patience = trainer_cfg.pop("early_stopping_patience")
     rendezvous_timeout = float(trainer_cfg.pop("rendezvous_timeout_s", _RENDEZVOUS_TIMEOUT_S))
+    _set_intra_op_threads(trainer_cfg.pop("intra_op_threads", "auto"), dm, dm.statistics)
     callbacks = [
         ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/loss", save_last=True),
         EarlyStopping(monitor="val/loss", patience=patience),

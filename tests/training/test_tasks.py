@@ -25,3 +25,31 @@ def test_fused_adam_on_the_cpu_gives_the_plain_update():
     # negative control: another learning rate is far off on this scale
     other = _run(lambda ps: torch.optim.Adam(ps, lr=1.1e-2, weight_decay=1e-3, foreach=False))
     assert (other - plain).abs().max() > 1e-3
+
+
+class _DataModule:
+    def __init__(self, nodes):
+        from torch_geometric.data import Batch, Data
+
+        self.batch = Batch.from_data_list([Data(num_nodes=nodes)])
+
+    def train_dataloader(self):
+        return [self.batch]
+
+
+def test_auto_intra_op_threads_follow_the_batch(monkeypatch):
+    import pytest
+
+    from eqgeo.training.train import AUTO_THREADS_MIN_EDGES, _set_intra_op_threads
+
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    stats = {"avg_num_neighbors": 8.0}
+    _set_intra_op_threads("auto", _DataModule(45), stats)  # 360 edges: one thread
+    assert calls == [1]
+    _set_intra_op_threads("auto", _DataModule(AUTO_THREADS_MIN_EDGES // 8 + 1), stats)  # large: torch decides
+    assert calls == [1]
+    _set_intra_op_threads(3, _DataModule(45), stats)
+    assert calls == [1, 3]
+    with pytest.raises(ValueError, match="intra_op_threads must be 'auto' or a positive integer, got 0"):
+        _set_intra_op_threads(0, _DataModule(45), stats)
