@@ -157,7 +157,9 @@ class EqgeoWorker:
         )
         model.set_statistics(torch.tensor(inputs["e0_energy"]), cfg["energy_scale"])
         self.model = model.to(dtype).train()
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg["lr"])
+        from eqgeo.training.tasks import adam
+
+        self.optimizer = adam(self.model.parameters(), lr=cfg["lr"])  # as eqgeo-train makes it (fused)
 
         def make(z, pos, batch, energy, forces):
             graphs = [
@@ -291,6 +293,10 @@ def main() -> None:
     parser.add_argument("--mace-max-ell", type=int, default=3)
     parser.add_argument("--mace-correlation", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--runtime", choices=["default", "eqgeo-cli"], default="default",
+                        help="process settings of every worker: 'default' (the environment as it is) or 'eqgeo-cli' "
+                             "(what eqgeo's console scripts set: OpenMP passive waiting and glibc malloc thresholds, "
+                             "given to all models alike through the environment)")
     parser.add_argument("--nequip-python", type=Path, default=None,
                         help="NequIP's interpreter (default: .venvs/nequip/bin/python, made by experiments/peers/setup.sh nequip)")
     parser.add_argument("--mace-python", type=Path, default=None,
@@ -342,6 +348,8 @@ def main() -> None:
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores visible, {platform.machine()}, Python {platform.python_version()}; "
           f"load average at start: {loadavg()}")
     print(f"command: {' '.join(['python', 'experiments/benchmarks/bench_training_epoch.py'] + sys.argv[1:])}")
+    print(f"runtime: {args.runtime}" + (f" ({', '.join(f'{k}={v}' for k, v in CLI_RUNTIME_ENV.items())} for every worker)"
+                                        if args.runtime == "eqgeo-cli" else " (environment as it is)"))
     print(f"config: layers {args.layers}, lmax {args.lmax}, {args.channels} channels, both parities, radial MLP 2x64, "
           f"8 Bessel, p = 6, Adam lr 1e-3; MACE: {args.mace_layers} layers, hidden {args.channels}x0e+{args.channels}x1o, "
           f"max_ell {args.mace_max_ell}, correlation {args.mace_correlation}", flush=True)
@@ -354,6 +362,8 @@ def main() -> None:
                 npz = tmp / f"{name}.npz"
                 np.savez(npz, **inputs, config=np.array(json.dumps(mace_cfg if name == "mace" else cfg)))
                 env = dict(os.environ, OMP_NUM_THREADS=str(cfg["threads"]), MKL_NUM_THREADS=str(cfg["threads"]))
+                if args.runtime == "eqgeo-cli":
+                    env.update(CLI_RUNTIME_ENV)
                 if name == "eqgeo":
                     argv = [sys.executable, str(Path(__file__).resolve()), "--worker", "eqgeo"]
                     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
@@ -373,6 +383,18 @@ def main() -> None:
                     infos[name] = {"model": name, "error": str(exc)}
                     w.proc.kill()
     report(models, infos, results, epochs, data_stats, args)
+
+
+def _cli_runtime_env() -> dict:
+    """eqgeo.cli.configure_process's settings as environment variables (read when a process
+    starts), so every model's worker gets them alike."""
+    from eqgeo.cli import MALLOC_SETTINGS, OMP_DEFAULTS
+
+    names = {-3: "MALLOC_MMAP_THRESHOLD_", -1: "MALLOC_TRIM_THRESHOLD_", -2: "MALLOC_TOP_PAD_"}
+    return {**OMP_DEFAULTS, **{names[k]: str(v) for k, v in MALLOC_SETTINGS.items()}}
+
+
+CLI_RUNTIME_ENV = _cli_runtime_env()
 
 
 def run_settings(workers, models, threads, competing, epoch_threads, args):
