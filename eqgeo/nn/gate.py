@@ -181,6 +181,25 @@ def _scalar_acts(irreps: Irreps, acts: list[Activation], what: str) -> tuple[tor
     return torch.nn.ModuleList(modules), Irreps(out)
 
 
+def _same_activation(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    if isinstance(a, torch.nn.Identity) and isinstance(b, torch.nn.Identity):
+        return True
+    return isinstance(a, Normalize2Mom) and isinstance(b, Normalize2Mom) and a.f is b.f and a.cst == b.cst
+
+
+def _runs(slices: list[tuple[int, int]], acts: torch.nn.ModuleList) -> list[tuple[int, int, int]]:
+    """``(start, stop, activation index)`` of the maximal runs of adjacent slices with the same activation."""
+    runs: list[tuple[int, int, int]] = []
+    for i, (a, b) in enumerate(slices):
+        if b == a:
+            continue
+        if runs and runs[-1][1] == a and _same_activation(acts[runs[-1][2]], acts[i]):
+            runs[-1] = (runs[-1][0], b, runs[-1][2])
+        else:
+            runs.append((a, b, i))
+    return runs
+
+
 class Gate(torch.nn.Module):
     r"""Gated nonlinearity (Weiler et al., 2018, https://arxiv.org/abs/1807.02547), e3nn's ``Gate``.
 
@@ -270,11 +289,19 @@ class Gate(torch.nn.Module):
             s0 += mul
         self._gated = []
         k = 0
+        gate_index = []
+        self._gated_range = (s0, s0 + irreps_gated.dim)
         for mul, ir in irreps_gated:
             if mul > 0:
                 self._gated.append((s0, k, mul, ir.dim))
+                gate_index += [k + u for u in range(mul) for _ in range(ir.dim)]
             s0 += mul * ir.dim
             k += mul
+        # Forward in few operations: consecutive slices with the same activation are one call, and
+        # all gated features are multiplied at once by their gates gathered to feature width.
+        self._scalar_runs = _runs(self._scalar_slices, self.act_scalars)
+        self._gate_runs = _runs(self._gate_slices, self.act_gates)
+        self.register_buffer("_gate_index", torch.tensor(gate_index, dtype=torch.long), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the gate to features ``x`` of shape ``(..., irreps_in.dim)``."""
@@ -283,15 +310,14 @@ class Gate(torch.nn.Module):
                 f"Gate expects features of irreps {self.irreps_in} (dim {self._dim_in}), got last dimension "
                 f"{x.shape[-1]}"
             )
-        batch = x.shape[:-1]
-        out = [act(x[..., a:b]) for (a, b), act in zip(self._scalar_slices, self.act_scalars)]
+        out = [self.act_scalars[i](x[..., a:b]) for a, b, i in self._scalar_runs]
         if self._gated:
-            gates = torch.cat([act(x[..., a:b]) for (a, b), act in zip(self._gate_slices, self.act_gates)], dim=-1)
-            for start, k, mul, d in self._gated:
-                y = x[..., start : start + mul * d].reshape(*batch, mul, d) * gates[..., k : k + mul, None]
-                out.append(y.reshape(*batch, mul * d))
+            gates = [self.act_gates[i](x[..., a:b]) for a, b, i in self._gate_runs]
+            gates = torch.cat(gates, dim=-1) if len(gates) > 1 else gates[0]
+            g0, g1 = self._gated_range
+            out.append(x[..., g0:g1] * gates.index_select(-1, self._gate_index))
         if not out:
-            return x.new_zeros(*batch, 0)
+            return x.new_zeros(*x.shape[:-1], 0)
         return torch.cat(out, dim=-1) if len(out) > 1 else out[0]
 
     def __repr__(self) -> str:

@@ -130,6 +130,24 @@ def test_values_match_the_definition(dtype):
     torch.testing.assert_close(g(x), expected)
 
 
+def test_merged_runs_and_gathered_gates_match_the_definition():
+    # adjacent entries with the same activation are one call, entries with mul 0 are skipped, and all
+    # gated copies are multiplied at once by their gates
+    g = Gate("2x0e+3x0e+0x0e+1x0o", [F.silu, F.silu, F.silu, torch.tanh], "2x0e+1x0e", [torch.sigmoid, torch.sigmoid],
+             "0x1o+2x1o+1x2e").double()
+    assert [r[:2] for r in g._scalar_runs] == [(0, 5), (5, 6)] and [r[:2] for r in g._gate_runs] == [(6, 9)]
+    x = g.irreps_in.randn(7, -1, dtype=torch.float64)
+    c = {f: second_moment(f) ** -0.5 for f in (F.silu, torch.sigmoid, torch.tanh)}
+    gates = c[torch.sigmoid] * torch.sigmoid(x[:, 6:9])
+    expected = torch.cat([c[F.silu] * F.silu(x[:, :5]), c[torch.tanh] * torch.tanh(x[:, 5:6]),
+                          (x[:, 9:15].reshape(7, 2, 3) * gates[:, :2, None]).reshape(7, 6), x[:, 15:20] * gates[:, 2:]], -1)
+    torch.testing.assert_close(g(x), expected, atol=1e-14, rtol=0)
+    # negative control: gates applied to the wrong copies
+    swapped = expected.clone()
+    swapped[:, 6:12] = (x[:, 9:15].reshape(7, 2, 3) * gates[:, [1, 0], None]).reshape(7, 6)
+    assert (g(x) - swapped).abs().max() > 1e-3
+
+
 def test_leading_dimensions_and_empty_batch():
     g = make("parity")
     x = g.irreps_in.randn(2, 3, -1)
