@@ -466,7 +466,8 @@ def report(models, infos, results, epochs, data_stats, args) -> None:
             versions += f"; eqgeo {i['eqgeo']}"
         if name == "mace":
             versions += f"; {i['layers']} layers, max_ell {i['max_ell']}, correlation {i['correlation']}"
-        print(f"| {i['model']} | {i['params']:,} | {i['hidden_irreps'].replace(' ', '')} | {versions} | {i['peak_mb']:.0f} |")
+        irreps = i['hidden_irreps'].replace(' ', '').replace('|', ' \\| ')  # a table cell: escape the pipes
+        print(f"| {i['model']} | {i['params']:,} | {irreps} | {versions} | {i['peak_mb']:.0f} |")
 
     print(f"\n## Step and inference times (ms): wall median [min-max] and, after /, the median CPU time of the "
           f"worker process (all its threads); {args.rounds} rounds x {args.block} per model and pass. Ratios "
