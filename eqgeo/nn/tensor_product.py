@@ -13,9 +13,8 @@ from typing import Sequence
 import torch
 
 from ..o3 import Irreps
-from . import _tp_double_backward  # noqa: F401  (registers the derivative of the backward op)
-from ._tp_kernel import get_plan, plan_key, tensor_product_op
-from ._tp_plan import build_instructions, cg_blocks, reference_tensor_product
+from ._tp import get_plan, plan_key, tensor_product_op
+from ._tp.instructions import build_instructions, cg_blocks, reference_tensor_product
 
 __all__ = ["TensorProduct", "FullyConnectedTensorProduct"]
 

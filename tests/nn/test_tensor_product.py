@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from eqgeo.nn import FullyConnectedTensorProduct, TensorProduct
-from eqgeo.nn._tp_kernel import get_plan
+from eqgeo.nn._tp import get_plan
 from eqgeo.o3 import Irreps
 from eqgeo.testing import assert_equivariant
 
@@ -198,8 +198,8 @@ def test_plan_built_while_tracing_holds_real_constants():
     # A compiler may reach the kernel first under fake tensors; the cached tables must stay real.
     from torch._subclasses.fake_tensor import FakeTensorMode, is_fake
 
-    from eqgeo.nn._tp_kernel import plan_key
-    from eqgeo.nn._tp_plan import build_instructions
+    from eqgeo.nn._tp import plan_key
+    from eqgeo.nn._tp.instructions import build_instructions
 
     a, b, o, ins = nequip_like("3x0e+1x1o", "0e+1o", "uvu", lmax=1)
     # a configuration no module built yet (path weight 0.5), so the plan is made under fake mode

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from eqgeo.nn import TensorProduct
-from eqgeo.nn._tp_kernel import tensor_product_backward_op
+from eqgeo.nn._tp import tensor_product_backward_op
 
 
 def _tp(shared: bool):

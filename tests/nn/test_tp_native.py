@@ -11,7 +11,8 @@ import torch
 
 from eqgeo.nn import TensorProduct
 from eqgeo.nn import _native
-from eqgeo.nn import _tp_kernel as kernel
+from eqgeo.nn._tp import native as kernel
+from eqgeo.nn._tp import get_plan
 from eqgeo.o3 import Irreps
 
 from .test_tensor_product import nequip_like
@@ -84,9 +85,9 @@ def test_native_equals_reference(native_lib, monkeypatch, case, shared, dtype, b
     fast, ref = _modules(case, shared)
     fast.to(dtype), ref.to(dtype)
     calls = []
-    real_forward, real_backward = kernel._native_forward, kernel._native_backward
-    monkeypatch.setattr(kernel, "_native_forward", lambda *a: calls.append("f") or real_forward(*a))
-    monkeypatch.setattr(kernel, "_native_backward", lambda *a: calls.append("b") or real_backward(*a))
+    real_forward, real_backward = kernel.native_forward, kernel.native_backward
+    monkeypatch.setattr(kernel, "native_forward", lambda *a: calls.append("f") or real_forward(*a))
+    monkeypatch.setattr(kernel, "native_backward", lambda *a: calls.append("b") or real_backward(*a))
     x1 = fast.irreps_in1.randn(batch, -1, dtype=dtype)
     x2 = fast.irreps_in2.randn(batch, -1, dtype=dtype)
     w = None if shared or fast.weight_numel == 0 else torch.randn(batch, fast.weight_numel, dtype=dtype)
@@ -120,7 +121,7 @@ def test_several_threads(native_lib):
 
 def test_threads_follow_the_work_and_torch(native_lib, monkeypatch):
     fast, _ = _modules("uvu_sh", shared=True)
-    plan = kernel.get_plan(fast._key)
+    plan = get_plan(fast._key)
     per_thread = kernel.NATIVE_WORK_PER_THREAD
     small = max(1, per_thread // plan.native_work - 1)  # less work than one extra thread needs
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
@@ -182,8 +183,8 @@ def test_disabled_by_environment(monkeypatch):
     def fail(*args):
         raise AssertionError("native kernel used although EQGEO_NATIVE=0")
 
-    monkeypatch.setattr(kernel, "_native_forward", fail)
-    monkeypatch.setattr(kernel, "_native_backward", fail)
+    monkeypatch.setattr(kernel, "native_forward", fail)
+    monkeypatch.setattr(kernel, "native_backward", fail)
     fast, ref = _modules("mixed", shared=False)
     x1, x2 = fast.irreps_in1.randn(40, -1, dtype=torch.float64), fast.irreps_in2.randn(40, -1, dtype=torch.float64)
     w, g = torch.randn(40, fast.weight_numel, dtype=torch.float64), torch.randn(40, fast.irreps_out.dim, dtype=torch.float64)

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import torch
 
-from ..o3 import Irreps, wigner_3j
+from ...o3 import Irreps, wigner_3j
 
 MODES = ("uvw", "uvu", "uvv", "uuw", "uuu")
 
