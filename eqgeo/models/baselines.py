@@ -32,7 +32,7 @@ from torch_geometric.nn.models.visnet import Distance, GatedEquivariantBlock
 
 from ..data import keys as K
 from ..data.neighbors import edge_vectors, radius_graph
-from ..nn._buffers import keep_float64
+from ..nn.buffers import keep_float64
 from ._common import check_species, naming_graphs, scatter_sum
 from .potential import InteratomicPotential
 from .property import _REDUCES, PropertyModel, set_target_statistics, target_statistics

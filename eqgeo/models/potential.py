@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ..data.neighbors import edge_vectors
-from ..nn._buffers import keep_float64
+from ..nn.buffers import keep_float64
 from ._common import InteractionStack, SpeciesEmbedding, graph_inputs, hidden_irreps, naming_graphs, scalar_head, scatter_sum
 
 __all__ = ["InteratomicPotential"]

@@ -11,7 +11,7 @@ from ..data import keys as K
 from ..data.neighbors import edge_vectors
 from ..nn import Linear
 from ..o3 import Irreps
-from ..nn._buffers import keep_float64
+from ..nn.buffers import keep_float64
 from ._common import InteractionStack, SpeciesEmbedding, graph_inputs, hidden_irreps, naming_graphs, scalar_head, scatter_sum
 
 __all__ = ["PropertyModel", "target_statistics", "DEBYE_PER_E_ANGSTROM"]

@@ -9,7 +9,7 @@ from torch import Tensor
 from torch_geometric.nn import MessagePassing
 
 from ..o3 import Irreps, SphericalHarmonics
-from ._buffers import keep_float64
+from .buffers import keep_float64
 from .linear import Linear
 from .radial import PolynomialCutoff, RadialEmbedding, RadialMLP
 from .tensor_product import TensorProduct

@@ -7,7 +7,7 @@ import math
 import torch
 
 from ..o3 import Irreps
-from ._buffers import keep_float64
+from .buffers import keep_float64
 
 __all__ = ["Linear"]
 

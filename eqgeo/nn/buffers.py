@@ -1,10 +1,13 @@
-"""Buffers that keep float64 when a module is cast to another dtype."""
+"""Buffers that keep float64 when a module is cast to another dtype (for layers and models that
+hold statistics or constants that float32 would round: ``_apply`` overrides call :func:`keep_float64`)."""
 
 from __future__ import annotations
 
 from typing import Callable, Sequence
 
 import torch
+
+__all__ = ["keep_float64"]
 
 
 def keep_float64(module: torch.nn.Module, names: Sequence[str], apply: Callable) -> torch.nn.Module:
