@@ -185,23 +185,42 @@ def _turn(pos: Tensor, i: int, j: int, moving: Tensor, angles: Tensor) -> Tensor
     return torch.where(moving[:, None], turned, pos)
 
 
+def _turn_each(pos: Tensor, i: int, j: int, moving: Tensor, angles: Tensor) -> Tensor:
+    """Poses ``(B, L, 3)`` with ``moving`` atoms of pose ``b`` turned about ``i -> j`` by ``angles[b]``."""
+    R = axis_angle_to_matrix(pos[:, j] - pos[:, i], angles.to(pos.dtype))
+    origin = pos[:, j : j + 1]
+    turned = (pos - origin) @ R.transpose(-1, -2) + origin
+    return torch.where(moving[:, None], turned, pos)
+
+
 def apply_torsions(pos: Tensor, bonds: Tensor, moving: Tensor, angles: Tensor, *, align: bool = True) -> Tensor:
     """Turn each rotatable bond ``(i, j)`` by ``angles[k]`` (radians, right-handed about ``i -> j``).
 
     Args:
-        pos: ``(L, 3)`` pose.
+        pos: ``(L, 3)`` pose, or poses ``(..., L, 3)``.
         bonds, moving: from :func:`rotatable_bonds` (``(2, T)`` and ``(T, L)``).
-        angles: ``(T,)`` torsion changes.
+        angles: ``(T,)`` torsion changes, or ``(..., T)``: one row per pose.
         align: superimpose the result on ``pos`` (Kabsch), so the move has no rigid part.
 
     Returns:
-        The new ``(L, 3)`` pose; bond lengths and bond angles are unchanged.
+        The new ``(L, 3)`` pose (``(..., L, 3)`` poses); bond lengths and bond angles are unchanged.
     """
-    if bonds.shape[1] != angles.shape[0] or moving.shape != (bonds.shape[1], pos.shape[0]):
+    if (
+        bonds.shape[1] != angles.shape[-1] or moving.shape != (bonds.shape[1], pos.shape[-2])
+        or angles.shape[:-1] != pos.shape[:-2]
+    ):
         raise ValueError(
-            f"apply_torsions: {bonds.shape[1]} bonds, {angles.shape[0]} angles and moving mask "
-            f"{tuple(moving.shape)} for {pos.shape[0]} atoms do not agree"
+            f"apply_torsions: {bonds.shape[1]} bonds, angles of shape {tuple(angles.shape)} and moving mask "
+            f"{tuple(moving.shape)} for poses of shape {tuple(pos.shape)} do not agree"
         )
+    if pos.dim() > 2:  # a batch of poses, each turned by its own angles
+        flat = pos.reshape(-1, *pos.shape[-2:])
+        new, turns = flat, angles.reshape(flat.shape[0], angles.shape[-1])
+        for k in range(bonds.shape[1]):
+            new = _turn_each(new, int(bonds[0, k]), int(bonds[1, k]), moving[k], turns[:, k])
+        if align and bonds.shape[1]:
+            new = superimpose(new, flat)
+        return new.reshape(pos.shape)
     new = pos
     for k in range(bonds.shape[1]):
         new = _turn(new, int(bonds[0, k]), int(bonds[1, k]), moving[k], angles[k : k + 1])[0]
@@ -231,14 +250,23 @@ def dihedral_angles(pos: Tensor, bonds: Tensor, moving: Tensor) -> Tensor:
 
 
 def rigid_move(pos: Tensor, rotation: Tensor, translation: Tensor) -> Tensor:
-    """Rotate ``pos`` about its centroid by the axis–angle ``rotation``, then translate."""
+    """Rotate ``pos`` about its centroid by the axis–angle ``rotation``, then translate.
+
+    Batches: poses ``(..., L, 3)`` with ``rotation`` and ``translation`` ``(..., 3)``, one per pose."""
+    if pos.dim() > 2:
+        c = pos.mean(-2, keepdim=True)
+        R = rotation_vector_to_matrix(rotation.to(pos.dtype))
+        return (pos - c) @ R.transpose(-1, -2) + c + translation.to(pos.dtype)[..., None, :]
     c = pos.mean(0)
     return (pos - c) @ rotation_vector_to_matrix(rotation.to(pos.dtype)).T + c + translation.to(pos.dtype)
 
 
 def move_pose(pos, bonds, moving, translation, rotation, torsion) -> Tensor:
     """The update a docking model predicts: translation, then rotation about the (new) centroid,
-    then torsion changes (superimposed); the inverse of :func:`perturb_pose`'s moves."""
+    then torsion changes (superimposed); the inverse of :func:`perturb_pose`'s moves.
+
+    Batches: poses ``(..., L, 3)`` with ``translation``, ``rotation`` ``(..., 3)`` and ``torsion``
+    ``(..., T)``, one per pose (the same as moving each pose by itself, up to float round-off)."""
     moved = rigid_move(pos, rotation, translation)
     return apply_torsions(moved, bonds, moving, torsion.to(pos.dtype))
 
