@@ -284,6 +284,39 @@ class InteractionStack(torch.nn.Module):
             x = x + y if residual else y
         return x
 
+    # ------------------------------------------------------------------------------------------
+    # :meth:`forward` in parts, for callers that evaluate a layer on some of the nodes and edges
+    # (e.g. :class:`~eqgeo.models.docking.FixedPocketForward`, which keeps what a fixed pocket
+    # contributes). For a stack of :class:`~eqgeo.nn.EquivariantConv` layers, ``layer_update(t, x,
+    # aggregate(layer_messages(t, x[src], edge_sh, layer_edge_weight(t, edge_radial, edge_envelope))))``
+    # is layer ``t`` of :meth:`forward` (the same operations as ``EquivariantConv.forward``).
+    def splittable(self) -> bool:
+        """Whether every layer is an :class:`~eqgeo.nn.EquivariantConv` (whose forward the parts
+        below reproduce; attention layers normalise over each node's edges and are not split)."""
+        return all(type(conv) is EquivariantConv for conv in self.convs)
+
+    def edge_radial(self, edge_vec: Tensor) -> tuple[Tensor, Tensor]:
+        """``(edge_radial, edge_envelope)`` of edge vectors, as :meth:`forward` computes them (they
+        depend on the length only: an edge and its reverse have the same)."""
+        return self.radial_embedding.embed(_edge_lengths(edge_vec))
+
+    def layer_edge_weight(self, t: int, edge_radial: Tensor, edge_envelope: Tensor) -> Tensor:
+        """Per-edge tensor-product weights of layer ``t`` (they depend on the edge length only)."""
+        return self.convs[t].radial_mlp(edge_radial) * edge_envelope[:, None]
+
+    def layer_messages(self, t: int, x_src: Tensor, edge_sh: Tensor, edge_weight: Tensor) -> Tensor:
+        """Messages of layer ``t`` along edges, from the features ``x_src`` of their source nodes."""
+        return self.convs[t].tp(x_src, edge_sh, edge_weight)
+
+    def layer_update(self, t: int, x: Tensor, aggregated: Tensor) -> Tensor:
+        """Layer ``t``'s new features of nodes with features ``x`` and summed incoming messages ``aggregated``."""
+        conv = self.convs[t]
+        out = conv.linear(aggregated * conv.neighbor_count.rsqrt().to(aggregated.dtype))
+        if conv.self_connection is not None:
+            out = out + conv.self_connection(x)
+        y = self.gates[t](out)
+        return x + y if self._residual[t] else y
+
 
 class GraphInputs:
     """Tensors a model reads from a PyG ``Data``/``Batch`` (see :func:`graph_inputs`)."""
