@@ -40,11 +40,13 @@ from ..data.errors import InvalidInputError, SkipReport
 from ..data.poses import move_pose, perturb_pose, random_rotation_vector, rigid_move, symmetric_rmsd
 from ..datasets.docking import DockingComplex, load_docking_complexes, pdb_id
 from ..models import DOCKING_SPECIES, DockingModel
+from ..models.docking import FixedPocketForward
 from .tasks import adam_with_plateau
 
 __all__ = [
     "pose_graph",
     "sample_training_pose",
+    "pose_forward",
     "refine",
     "track_a_starts",
     "track_b_starts",
@@ -165,31 +167,46 @@ def benchmark_starts(complexes: Sequence[DockingComplex], track_a: dict, track_b
 
 
 # ---------------------------------------------------------------------------------- refinement
+def pose_forward(model: DockingModel, c: DockingComplex):
+    """The model's outputs for poses ``(S, L, 3)`` of ``c``'s ligand in its pocket: ``model(batch)``
+    of the :func:`pose_graph` batch, computed by :class:`~eqgeo.models.docking.FixedPocketForward`
+    (the pocket's part once, then only what each pose changes; the same outputs up to float
+    round-off) when the model allows it, otherwise by the whole graph every time."""
+    if FixedPocketForward.supports(model):
+        return FixedPocketForward(model, c.ligand_z, c.pocket_z, c.pocket_pos, c.bonds)
+    dtype, device = model.translation_scale.dtype, model.translation_scale.device
+
+    def whole_graph(poses: Tensor) -> dict[str, Tensor]:
+        return model(Batch.from_data_list([pose_graph(c, p, dtype) for p in poses]).to(device))
+
+    return whole_graph
+
+
 @torch.no_grad()
 def refine(
-    model: DockingModel, c: DockingComplex, starts: Tensor, steps: int = 6, step_size: float = 0.5
+    model: DockingModel, c: DockingComplex, starts: Tensor, steps: int = 6, step_size: float = 0.5, *, forward=None
 ) -> tuple[Tensor, Tensor]:
     """Apply the model's moves ``steps`` times to every start; return the final poses
     ``(S, L, 3)`` and the model's confidence logits ``(S,)`` for them.
 
     Each step scales the predicted translation, rotation and torsions by ``step_size`` (the
-    last step by 1), so the poses approach the predicted target rather than jumping at it.
+    last step by 1), so the poses approach the predicted target rather than jumping at it. The
+    starts move independently of each other, all in one batch; ``forward`` (default
+    :func:`pose_forward`: the pocket's part of the network once per call) may be shared by
+    calls on the same complex.
     """
-    dtype = model.translation_scale.dtype
-    device = model.translation_scale.device
+    if forward is None:
+        forward = pose_forward(model, c)
     poses = starts.to(torch.float64).clone()
     T = c.bonds.shape[1]
     for step in range(steps + 1):
-        batch = Batch.from_data_list([pose_graph(c, p, dtype) for p in poses]).to(device)
-        out = model(batch)
+        out = forward(poses)
         if step == steps:
             return poses, out["confidence"].double().cpu()
         alpha = 1.0 if step == steps - 1 else step_size
         tr, rot = out["translation"].double().cpu(), out["rotation"].double().cpu()
         tor = out["torsion"].double().cpu().reshape(len(poses), T)
-        poses = torch.stack(
-            [move_pose(p, c.bonds, c.moving, alpha * tr[s], alpha * rot[s], alpha * tor[s]) for s, p in enumerate(poses)]
-        )
+        poses = move_pose(poses, c.bonds, c.moving, alpha * tr, alpha * rot, alpha * tor)
     raise AssertionError("unreachable")
 
 
@@ -222,16 +239,21 @@ def evaluate_docking(
         start conformer (``b_complexes``).
     """
     rows: dict[str, list[float]] = {}
-    for track in ("a", "b"):
-        for c, poses in zip(complexes, starts[track]):
-            if track == "b" and not c.has_start_conf:  # redocking its own crystal geometry would flatter
-                continue
+    for k, c in enumerate(complexes):
+        tracks = {"a": starts["a"][k]}
+        if c.has_start_conf:  # track (b) without a start conformer would redock the crystal geometry: flattering
+            tracks["b"] = starts["b"][k]
+        if model is not None:  # both tracks' starts refined together (each start moves by itself)
+            final, confidence = refine(model, c, torch.cat(list(tracks.values())), steps, step_size)
+            sizes = [len(p) for p in tracks.values()]
+            refined = dict(zip(tracks, zip(final.split(sizes), confidence.split(sizes))))
+        for track, poses in tracks.items():
             first = poses if track == "a" else poses[:1]  # track (b) without ranking: the first start
             rows.setdefault(f"{track}_start", []).extend(symmetric_rmsd(first, c.references).tolist())
             centred = first - first.mean(1, keepdim=True) + c.pocket_centre
             rows.setdefault(f"{track}_centroid", []).extend(symmetric_rmsd(centred, c.references).tolist())
             if model is not None:
-                final, confidence = refine(model, c, poses, steps, step_size)
+                final, confidence = refined[track]
                 rmsd = symmetric_rmsd(final, c.references)
                 if track == "a":
                     rows.setdefault("a_model", []).extend(rmsd.tolist())

@@ -198,3 +198,58 @@ def test_docking_run_lists_skipped_inputs(tmp_path, shared_data, monkeypatch):
     metrics = train(cfg)
     assert metrics["data"]["train"] + metrics["data"]["val"] + metrics["data"]["test"] == 6
     assert [e["source"] for e in metrics["skipped"] if broken.name in e["source"]]
+
+
+def _refine_whole_graph(model, c, starts, steps, step_size):
+    """refine's definition: every step the whole complex graphs through model(batch), each start moved by itself."""
+    from torch_geometric.data import Batch
+
+    from eqgeo.training.docking import pose_graph
+
+    poses = starts.clone()
+    for step in range(steps + 1):
+        with torch.no_grad():
+            out = model(Batch.from_data_list([pose_graph(c, p, torch.float64) for p in poses]))
+        if step == steps:
+            return poses, out["confidence"]
+        alpha = 1.0 if step == steps - 1 else step_size
+        tor = out["torsion"].reshape(len(poses), -1)
+        poses = torch.stack([move_pose(p, c.bonds, c.moving, alpha * out["translation"][s], alpha * out["rotation"][s],
+                                       alpha * tor[s]) for s, p in enumerate(poses)])
+
+
+def test_moving_a_batch_of_poses_is_moving_each():
+    c = _toy_complex()
+    g = torch.Generator().manual_seed(2)
+    poses = track_a_starts(c, 5, 1, translation=2.0, rotation=1.0, torsion=math.pi)
+    t, w = torch.randn(5, 3, dtype=torch.float64, generator=g), torch.randn(5, 3, dtype=torch.float64, generator=g)
+    d = torch.randn(5, c.bonds.shape[1], dtype=torch.float64, generator=g)
+    w[2] = 0.0  # no rotation
+    each = torch.stack([move_pose(p, c.bonds, c.moving, t[s], w[s], d[s]) for s, p in enumerate(poses)])
+    torch.testing.assert_close(move_pose(poses, c.bonds, c.moving, t, w, d), each, atol=1e-12, rtol=0)
+
+
+def test_refinement_equals_the_whole_graph_definition_on_a_real_complex(tmp_path, shared_data):
+    """refine (the pocket's part once, only what a pose changes, all starts moved at once) gives the poses,
+    confidences and metrics of the whole-graph loop, on an Astex complex."""
+    from eqgeo.datasets.docking import load_docking_complexes
+    from eqgeo.training.docking import TRACK_A, TRACK_B, benchmark_starts
+
+    root = shared_data / "complexes" / "posebusters_paper_data" / "astex_diverse_set"
+    complexes, _ = load_docking_complexes(root, ids=["1JD0_AZM", "1HQ2_PH2"], pocket_radius=8.0, cache_dir=tmp_path)
+    torch.manual_seed(0)
+    model = DockingModel(channels=4, lmax=1, num_layers=3, radial_hidden=8, avg_num_neighbors=19.0).double().eval()
+    model.set_statistics(1.7, 0.6, 1.8)
+    starts = benchmark_starts(complexes, {**TRACK_A, "starts": 2}, {**TRACK_B, "starts": 3}, seed=0)
+    for k, c in enumerate(complexes):
+        for track in "ab":
+            poses, confidence = refine(model, c, starts[track][k], steps=3, step_size=0.5)
+            ref_poses, ref_confidence = _refine_whole_graph(model, c, starts[track][k], 3, 0.5)
+            assert (ref_poses - starts[track][k]).abs().max() > 0.1  # the model moved the ligand
+            torch.testing.assert_close(poses, ref_poses, atol=1e-9, rtol=0)
+            torch.testing.assert_close(confidence, ref_confidence, atol=1e-9, rtol=0)
+    metrics = evaluate_docking(model, complexes, starts, steps=3, step_size=0.5)
+    a = torch.cat([symmetric_rmsd(_refine_whole_graph(model, c, starts["a"][k], 3, 0.5)[0], c.references)
+                   for k, c in enumerate(complexes)])
+    assert metrics["a_model_median_rmsd"] == pytest.approx(float(a.quantile(0.5)), abs=1e-9)
+    assert metrics["a_model_success"] == 100.0 * float((a < 2.0).double().mean())
