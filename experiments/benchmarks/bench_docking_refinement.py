@@ -188,6 +188,20 @@ def checkout() -> str:
     return f"commit {commit or 'n/a'}" + (f" + uncommitted: {changed}" if changed else "") + f"; native TP kernel: {native}"
 
 
+def _relative_paths(text: str) -> str:
+    """cProfile names files by absolute path: name them relative to the repository, the installed
+    packages and the temporary folder so that the output says nothing about this machine."""
+    import site
+    import tempfile
+
+    roots = [(str(Path(__file__).resolve().parents[2]) + os.sep, "")]
+    roots += [(d.rstrip(os.sep) + os.sep, "<site-packages>/") for d in site.getsitepackages() + [site.getusersitepackages()]]
+    roots += [(tempfile.gettempdir().rstrip(os.sep) + os.sep, "<tmp>/")]
+    for root, name in sorted(roots, key=lambda r: -len(r[0])):
+        text = text.replace(root, name)
+    return text
+
+
 def profile(model, c, starts, steps):
     for name, fn in (("old", _refine_reference), ("new", refine)):
         fn(model, c, starts, steps)
@@ -197,7 +211,7 @@ def profile(model, c, starts, steps):
         pr.disable()
         text = io.StringIO()
         pstats.Stats(pr, stream=text).sort_stats("cumulative").print_stats(25)
-        print(f"\n### cProfile of {name} refine, {c.name}, {len(starts)} starts\n```\n{text.getvalue().strip()}\n```")
+        print(f"\n### cProfile of {name} refine, {c.name}, {len(starts)} starts\n```\n{_relative_paths(text.getvalue().strip())}\n```")
         from torch.profiler import ProfilerActivity, profile as torch_profile
 
         with torch_profile(activities=[ProfilerActivity.CPU]) as p:
