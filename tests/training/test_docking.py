@@ -141,13 +141,13 @@ def test_duplicates_are_excluded_from_extra_training_folders_only(tmp_path, shar
 def test_refinement_starts_are_far_enough_on_the_whole_astex_set(shared_data):
     """Track (a) as configured: over all Astex complexes the median start RMSD is at least 3 Å (doing
     nothing fails), and moving the centroid alone does not solve it."""
-    from eqgeo.data.poses import _heavy
+    from eqgeo.data.poses import remove_hydrogens
     from eqgeo.training.docking import TRACK_A, benchmark_starts, TRACK_B
 
     root = shared_data / "complexes" / "posebusters_paper_data" / "astex_diverse_set"
     complexes = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        crystal = _heavy(Chem.MolFromMolFile(str(folder / f"{folder.name}_ligand.sdf")))
+        crystal = remove_hydrogens(Chem.MolFromMolFile(str(folder / f"{folder.name}_ligand.sdf")))
         copies = list(Chem.SDMolSupplier(str(folder / f"{folder.name}_ligands.sdf")))
         pos = torch.tensor(crystal.GetConformer().GetPositions(), dtype=torch.float64)
         bonds, moving = rotatable_bonds(crystal)
