@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torch_geometric.data import Batch, Data
 
 from ..data import keys as K
@@ -33,7 +33,8 @@ from ..inference.docking import (
     TRACK_A,
     TRACK_B,
     benchmark_starts,
-    evaluate_docking,
+    complex_rmsds,
+    docking_metrics,
     metric_names,
     metric_unit,
     pose_graph,
@@ -107,23 +108,6 @@ class _TrainingPoses(Dataset):
         g = torch.Generator().manual_seed(seed)
         return sample_training_pose(self.complexes[index % len(self.complexes)], g,
                                     max_translation=self.max_translation, dtype=self.dtype)
-
-
-class _Cases(Dataset):
-    """Indices of the test complexes (the test stage refines the whole split at its end)."""
-
-    def __init__(self, num: int):
-        self.num = num
-
-    def __len__(self) -> int:
-        return self.num
-
-    def __getitem__(self, index: int) -> int:
-        return index
-
-
-def _first(items: list) -> int:
-    return items[0]
 
 
 class DockingDataModule(L.LightningDataModule):
@@ -249,13 +233,17 @@ class DockingDataModule(L.LightningDataModule):
         return DataLoader(ds, batch_size=self.batch_size, shuffle=False, collate_fn=Batch.from_data_list)
 
     def test_dataloader(self):
-        return DataLoader(_Cases(len(self.complexes["test"])), batch_size=1, collate_fn=_first)
+        """The test complexes' indices, one per step, in order. Under DDP every process gets them all
+        (Lightning keeps a ``DistributedSampler`` as it is, here one of a single replica): each
+        process refines the whole split and logs the same exact metrics."""
+        indices = range(len(self.complexes["test"]))
+        return DataLoader(indices, batch_size=None, sampler=DistributedSampler(indices, num_replicas=1, rank=0, shuffle=False))
 
 
 # ---------------------------------------------------------------------------------- task
 class DockingTask(L.LightningModule):
     """Trains :class:`~eqgeo.models.DockingModel` to undo pose moves; tests both docking tracks
-    (:mod:`eqgeo.inference.docking`).
+    (:mod:`eqgeo.inference.docking`), one test complex per step.
 
     Loss: ``|Δt|²/s_t² + |Δω|²/s_r² + mean wrap(Δτ)²/s_τ² + w_c BCE(confidence, RMSD < 2 Å)``
     with ``s`` the spread of the training moves (from the data module's statistics).
@@ -290,6 +278,7 @@ class DockingTask(L.LightningModule):
             self.model.set_statistics(statistics["translation_scale"], statistics["rotation_scale"], statistics["torsion_scale"])
         self.history: list[dict] = []
         self._val: dict[str, list[Tensor]] = {}
+        self._test_rmsds: list[dict[str, list[float]]] = []  # per test complex, for the epoch's metrics
 
     def configure_optimizers(self):
         return adam_with_plateau(self)
@@ -346,17 +335,21 @@ class DockingTask(L.LightningModule):
             self.log(key, value, prog_bar=key == "val/translation_mae", sync_dist=True)
         self.history.append({"epoch": self.current_epoch, **logged})
 
-    def test_step(self, index, batch_idx):
-        pass  # the whole test split is refined at the epoch's end
+    def on_test_epoch_start(self) -> None:
+        self._test_rmsds = []
+
+    def test_step(self, index: int, batch_idx: int) -> None:
+        """Both tracks on test complex ``index``: its fixed starts refined, the RMSDs of the model and
+        the baselines kept for the epoch's metrics (:func:`~eqgeo.inference.docking.complex_rmsds`)."""
+        dm = self.trainer.datamodule
+        starts = {track: per_complex[index] for track, per_complex in dm.starts.items()}
+        self._test_rmsds.append(complex_rmsds(self.model, dm.complexes["test"][index], starts,
+                                              steps=self.hparams.refine_steps, step_size=self.hparams.step_size))
 
     def on_test_epoch_end(self) -> None:
-        """Both tracks on every test complex. Under DDP each process sees a shard of the test
-        loader, so every process refines the whole split instead (the same exact numbers everywhere)."""
-        dm = self.trainer.datamodule
-        self.eval()
-        metrics = evaluate_docking(self.model, dm.complexes["test"], dm.starts, steps=self.hparams.refine_steps,
-                                   step_size=self.hparams.step_size)
-        for name, value in metrics.items():
+        """The metrics of :func:`~eqgeo.inference.docking.evaluate_docking` over the whole test split
+        (every process refined all of it: the same exact values everywhere)."""
+        for name, value in docking_metrics(self._test_rmsds).items():
             self.log(f"test/{name}", value, sync_dist=True, reduce_fx="max")
 
     def metric_units(self) -> dict[str, str]:
