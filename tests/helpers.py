@@ -53,3 +53,30 @@ def reset_dynamo():
     torch._dynamo.reset()
     yield
     torch._dynamo.reset()
+
+
+def toy_docking_complex(seed: int = 0):
+    """A :class:`~eqgeo.datasets.docking.DockingComplex` small enough for any test: a flexible ligand
+    (RDKit conformer of seed ``seed``) in a shell of 60 carbon 'pocket' atoms 6-8 Å from its
+    centroid, with a start conformer (the crystal in another frame) and no symmetry copies."""
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    from eqgeo.data.poses import rotatable_bonds, symmetry_references
+    from eqgeo.datasets.docking import DockingComplex
+    from eqgeo.o3 import rand_matrix
+
+    mol = Chem.AddHs(Chem.MolFromSmiles("CCOc1ccc(CC(=O)O)cc1"))
+    AllChem.EmbedMolecule(mol, randomSeed=seed)
+    mol = Chem.RemoveHs(mol)
+    crystal = torch.tensor(mol.GetConformer().GetPositions(), dtype=torch.float64)
+    bonds, moving = rotatable_bonds(mol)
+    g = torch.Generator().manual_seed(seed)
+    shell = torch.randn(60, 3, dtype=torch.float64, generator=g)
+    pocket = crystal.mean(0) + shell / shell.norm(dim=1, keepdim=True) * (6 + 2 * torch.rand(60, 1, generator=g, dtype=torch.float64))
+    start = crystal @ rand_matrix(dtype=torch.float64).T + 20.0
+    return DockingComplex(
+        name="toy", ligand_z=torch.tensor([a.GetAtomicNum() for a in mol.GetAtoms()]), crystal=crystal, start=start,
+        matched=crystal.clone(), matched_rmsd=0.0, bonds=bonds, moving=moving, references=symmetry_references(mol, []),
+        pocket_z=torch.full((60,), 6), pocket_pos=pocket, pocket_centre=crystal.mean(0), has_start_conf=True,
+    )

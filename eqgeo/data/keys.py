@@ -67,6 +67,13 @@ NUM_LIGAND_ATOMS     ``num_ligand_atoms``          int       complexes: ligand a
 NUM_REMOVED_LIGAND   ``num_removed_ligand_atoms``  int       complexes: HETATM atoms removed as copies of the ligand
 LIGAND_FILE          ``ligand_file``               str       complexes: the ligand file the graph was built from
 LAYOUT               ``layout``                    str       complexes: ``"posebusters"`` or ``"pdbbind"``
+Docking training poses (a ligand pose moved from a known one; the targets undo the moves)
+---------------------------------------------------------------------------------------------------
+TARGET_TRANSLATION   ``target_translation``        float     ``(1, 3)`` translation back to the known pose, Å
+TARGET_ROTATION      ``target_rotation``           float     ``(1, 3)`` rotation vector back (about the centroid), rad
+TARGET_TORSION       ``target_torsion``            float     ``(T,)`` torsion changes back, rad, in ``(-π, π]``
+POSE_RMSD            ``rmsd``                      float     ``(1,)`` symmetry-corrected RMSD to the crystal, Å
+CONFIDENCE_TARGET    ``label``                     float     ``(1,)`` 1 if ``rmsd`` is below the success threshold, else 0
 ==================== ============================= ========= =====================================
 
 Batching turns graph fields into ``(num_graphs, ...)``: ``cell`` becomes ``(num_graphs, 3, 3)``
@@ -111,6 +118,11 @@ __all__ = [
     "NUM_REMOVED_LIGAND",
     "LIGAND_FILE",
     "LAYOUT",
+    "TARGET_TRANSLATION",
+    "TARGET_ROTATION",
+    "TARGET_TORSION",
+    "POSE_RMSD",
+    "CONFIDENCE_TARGET",
     "BATCH",
     "NODE_LIGAND",
     "NODE_PROTEIN",
@@ -163,6 +175,13 @@ NUM_REMOVED_LIGAND = "num_removed_ligand_atoms"
 LIGAND_FILE = "ligand_file"
 LAYOUT = "layout"
 BATCH = "batch"
+
+# --- docking training poses ----------------------------------------------------------------
+TARGET_TRANSLATION = "target_translation"
+TARGET_ROTATION = "target_rotation"
+TARGET_TORSION = "target_torsion"
+POSE_RMSD = "rmsd"
+CONFIDENCE_TARGET = "label"
 
 # --- vocabularies --------------------------------------------------------------------------
 UNKNOWN = "UNK"

@@ -43,6 +43,7 @@ __all__ = [
     "move_pose",
     "perturb_pose",
     "random_rotation_vector",
+    "remove_hydrogens",
     "match_atoms",
     "symmetry_references",
     "symmetric_rmsd",
@@ -288,7 +289,10 @@ def _generic_query(mol: Chem.Mol) -> Chem.Mol:
     return Chem.AdjustQueryProperties(Chem.RemoveHs(mol, sanitize=False), params)
 
 
-def _heavy(mol: Chem.Mol) -> Chem.Mol:
+def remove_hydrogens(mol: Chem.Mol) -> Chem.Mol:
+    """``mol`` without hydrogens: the heavy atoms a pose holds. Beyond RDKit's defaults it also
+    removes hydrogens that define a double bond's stereo (amidine and guanidine ``=NH``) and
+    hydrogens without neighbours; the result is not sanitised again."""
     params = Chem.RemoveHsParameters()
     params.removeDefiningBondStereo = True  # amidine/guanidine =NH hydrogens too
     params.removeDegreeZero = True
@@ -308,7 +312,7 @@ def match_atoms(reference: Chem.Mol, other: Chem.Mol, source: str = "<mol>", max
     Raises:
         InvalidInputError: the heavy-atom graphs differ (naming ``source``).
     """
-    ref, oth = _heavy(reference), _heavy(other)
+    ref, oth = remove_hydrogens(reference), remove_hydrogens(other)
     if ref.GetNumAtoms() != oth.GetNumAtoms():
         raise InvalidInputError(source, f"{oth.GetNumAtoms()} heavy atoms, but the reference ligand has {ref.GetNumAtoms()}")
     matches = oth.GetSubstructMatches(_generic_query(ref), uniquify=False, useChirality=False, maxMatches=max_matches)
@@ -324,9 +328,9 @@ def symmetry_references(crystal: Chem.Mol, copies: list[Chem.Mol], source: str =
         ``(K, L, 3)`` float64: distinct reference poses for :func:`symmetric_rmsd` (``crystal``
         and its copies, each under every automorphism of the ligand's heavy-atom graph).
     """
-    refs = [torch.tensor(_heavy(crystal).GetConformer().GetPositions(), dtype=torch.float64)]
+    refs = [torch.tensor(remove_hydrogens(crystal).GetConformer().GetPositions(), dtype=torch.float64)]
     for k, copy in enumerate([crystal, *copies]):
-        pos = torch.tensor(_heavy(copy).GetConformer().GetPositions(), dtype=torch.float64)
+        pos = torch.tensor(remove_hydrogens(copy).GetConformer().GetPositions(), dtype=torch.float64)
         for m in match_atoms(crystal, copy, source if k == 0 else f"{source} (copy {k - 1})", max_matches):
             refs.append(pos[list(m)])
     return torch.unique(torch.stack(refs), dim=0, sorted=False) if len(refs) > 1 else refs[0][None]

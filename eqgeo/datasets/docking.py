@@ -33,7 +33,7 @@ from torch import Tensor
 from ..data import keys as K
 from ..data.complex import remove_ligand_copies
 from ..data.errors import InvalidInputError, SkipReport
-from ..data.poses import _heavy, match_atoms, match_torsions, rotatable_bonds, symmetry_references
+from ..data.poses import match_atoms, match_torsions, remove_hydrogens, rotatable_bonds, symmetry_references
 from ..data.protein import read_pdb, select_pocket
 from ._cached import default_cache_root, fingerprint
 from .complexes import ComplexFiles, find_complex_files
@@ -83,7 +83,7 @@ def _read_mol(path: Path, remove_hs: bool = True) -> Chem.Mol:
         mol = Chem.MolFromMolFile(str(path), removeHs=False, sanitize=True)
     if mol is None:
         raise InvalidInputError(path, "RDKit could not read or sanitise the ligand")
-    return _heavy(mol) if remove_hs else mol
+    return remove_hydrogens(mol) if remove_hs else mol
 
 
 def _read_copies(path: Path) -> list[Chem.Mol]:
@@ -126,7 +126,7 @@ def _complex(files: ComplexFiles, pocket_radius: float, pocket_shape: str = "lig
     if files.start_conf is not None:
         start_mol = _read_mol(files.start_conf, remove_hs=False)
         order = match_atoms(crystal_mol, start_mol, str(files.start_conf))[0]
-        start = torch.tensor(_heavy(start_mol).GetConformer().GetPositions(), dtype=torch.float64)[list(order)]
+        start = torch.tensor(remove_hydrogens(start_mol).GetConformer().GetPositions(), dtype=torch.float64)[list(order)]
         _, matched, matched_rmsd = match_torsions(start, crystal, bonds, moving)
     else:  # no generated conformer: the crystal geometry is the only one there is
         start, matched, matched_rmsd = crystal.clone(), crystal.clone(), 0.0

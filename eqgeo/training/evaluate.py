@@ -177,7 +177,7 @@ def _qm9(data: str, checkpoint: Path, limit: Optional[int], seed: int):
 
 def _docking_settings(checkpoint: Path, seed: Optional[int]) -> dict:
     """Pocket crop, tracks and seed of the run (its config.yaml), else the defaults."""
-    from .docking import TRACK_A, TRACK_B
+    from ..inference.docking import TRACK_A, TRACK_B
 
     run_data = (_run_config(checkpoint) or {}).get("data", {})
     return {
@@ -209,7 +209,7 @@ def evaluate(
     report = []
     if kind == "DockingTask":
         from ..datasets.docking import load_docking_complexes
-        from .docking import benchmark_starts, evaluate_docking, metric_unit
+        from ..inference.docking import benchmark_starts, evaluate_docking, metric_unit
 
         settings = _docking_settings(checkpoint, seed)
         if data == "docking:test":  # the run's own test split, rebuilt from its config

@@ -1,4 +1,4 @@
-"""Test-time docking refinement (``eqgeo.training.docking.refine``): the old whole-graph loop against
+"""Test-time docking refinement (``eqgeo.inference.docking.refine``): the old whole-graph loop against
 the current one, on Astex complexes, in one process.
 
     PYTHONPATH=. python experiments/benchmarks/bench_docking_refinement.py \
@@ -58,20 +58,21 @@ else:
 import torch  # noqa: E402
 from torch_geometric.data import Batch  # noqa: E402
 
+from eqgeo.data import keys as K  # noqa: E402
 from eqgeo.data.neighbors import radius_graph  # noqa: E402
 from eqgeo.data.poses import move_pose, symmetric_rmsd  # noqa: E402
 from eqgeo.datasets.docking import load_docking_complexes  # noqa: E402
 from eqgeo.models import DockingModel  # noqa: E402
 from eqgeo.models.docking import FixedPocketForward  # noqa: E402
-from eqgeo.training.docking import (  # noqa: E402
+from eqgeo.inference.docking import (  # noqa: E402
     SUCCESS_RMSD,
     TRACK_A,
     TRACK_B,
     benchmark_starts,
     pose_graph,
     refine,
-    sample_training_pose,
 )
+from eqgeo.training.docking import sample_training_pose  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 ASTEX = REPO.parent / "shared" / "data" / "complexes" / "posebusters_paper_data" / "astex_diverse_set"
@@ -103,11 +104,11 @@ def build_model(complexes, seed: int = 0) -> DockingModel:
     """The experiment's model with seeded weights; neighbour count and move scales as DockingDataModule measures them."""
     g = torch.Generator().manual_seed(seed + 1)
     samples = [sample_training_pose(complexes[k % len(complexes)], g, dtype=torch.float64) for k in range(64)]
-    neighbours = [radius_graph(d.pos, MODEL["cutoff"]).shape[1] / d.num_nodes for d in samples]
-    rms = lambda key: float(torch.cat([getattr(d, key).reshape(-1) for d in samples]).square().mean().sqrt())  # noqa: E731
+    neighbours = [radius_graph(d[K.POSITION], MODEL["cutoff"]).shape[1] / d.num_nodes for d in samples]
+    rms = lambda key: float(torch.cat([d[key].reshape(-1) for d in samples]).square().mean().sqrt())  # noqa: E731
     torch.manual_seed(seed)
     model = DockingModel(**MODEL, avg_num_neighbors=sum(neighbours) / len(neighbours)).eval()
-    model.set_statistics(rms("target_translation"), rms("target_rotation"), rms("target_torsion"))
+    model.set_statistics(rms(K.TARGET_TRANSLATION), rms(K.TARGET_ROTATION), rms(K.TARGET_TORSION))
     return model
 
 

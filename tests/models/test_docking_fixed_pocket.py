@@ -9,7 +9,7 @@ from torch_geometric.data import Batch
 
 from eqgeo.models import DockingModel
 from eqgeo.models.docking import FixedPocketForward
-from eqgeo.training.docking import pose_graph, pose_forward, track_a_starts, track_b_starts
+from eqgeo.inference.docking import pose_forward, pose_graph, track_a_starts, track_b_starts
 
 from ..helpers import shared_path
 
