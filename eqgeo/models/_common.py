@@ -11,7 +11,7 @@ from torch import Tensor
 from ..data import keys as K
 from ..data.neighbors import radius_graph
 from ..nn import EquivariantConv, EquivariantTransformerConv, Gate, Linear, RadialEmbedding
-from ..nn.equivariant_conv import _edge_lengths
+from ..nn.edges import edge_lengths
 from ..o3 import Irreps, SphericalHarmonics
 
 __all__ = [
@@ -278,7 +278,7 @@ class InteractionStack(torch.nn.Module):
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_vec: Tensor) -> Tensor:
         edge_sh = self.sh(edge_vec)
-        edge_radial, edge_envelope = self.radial_embedding.embed(_edge_lengths(edge_vec))
+        edge_radial, edge_envelope = self.radial_embedding.embed(edge_lengths(edge_vec))
         for conv, gate, residual in zip(self.convs, self.gates, self._residual):
             y = gate(conv(x, edge_index, edge_vec, edge_sh=edge_sh, edge_radial=edge_radial, edge_envelope=edge_envelope))
             x = x + y if residual else y
@@ -298,7 +298,7 @@ class InteractionStack(torch.nn.Module):
     def edge_radial(self, edge_vec: Tensor) -> tuple[Tensor, Tensor]:
         """``(edge_radial, edge_envelope)`` of edge vectors, as :meth:`forward` computes them (they
         depend on the length only: an edge and its reverse have the same)."""
-        return self.radial_embedding.embed(_edge_lengths(edge_vec))
+        return self.radial_embedding.embed(edge_lengths(edge_vec))
 
     def layer_edge_weight(self, t: int, edge_radial: Tensor, edge_envelope: Tensor) -> Tensor:
         """Per-edge tensor-product weights of layer ``t`` (they depend on the edge length only)."""
