@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ..data import keys as K
-from ..data.neighbors import radius_graph
+from ..data.neighbors import periodic_radius_graph, radius_graph
 from ..nn import EquivariantConv, EquivariantTransformerConv, Gate, Linear, RadialEmbedding
 from ..nn.edges import edge_lengths
 from ..o3 import Irreps, SphericalHarmonics
@@ -334,9 +334,9 @@ def graph_inputs(
     """Atomic numbers, positions, batch vector and edges of a ``Data``/``Batch``.
 
     ``edge_index`` (and ``shifts`` for periodic graphs) are taken from ``data`` when present,
-    otherwise built with :func:`eqgeo.data.radius_graph` at ``cutoff`` (with periodic images
-    when ``data`` has a ``cell`` with any periodic direction). Edges longer than ``cutoff``
-    contribute nothing (the envelope is zero there). Positions and cell are cast to ``dtype``
+    otherwise built at ``cutoff`` with :func:`eqgeo.data.radius_graph`, or with
+    :func:`eqgeo.data.periodic_radius_graph` when ``data`` has a ``cell`` with any periodic
+    direction. Edges longer than ``cutoff`` contribute nothing (the envelope is zero there). Positions and cell are cast to ``dtype``
     (the model's), e.g. float64 positions from ASE into a float32 model.
     """
     for key in (K.ATOMIC_NUMBER, K.POSITION):
@@ -362,8 +362,8 @@ def graph_inputs(
     shifts = getattr(data, K.SHIFTS, None)
     if edge_index is None:
         if periodic:
-            edge_index, shifts = radius_graph(
-                pos.detach(), cutoff, batch, cell=cell.detach(), pbc=pbc, max_num_neighbors=max_num_neighbors
+            edge_index, shifts = periodic_radius_graph(
+                pos.detach(), cutoff, cell.detach(), pbc, batch, max_num_neighbors=max_num_neighbors
             )
         else:
             edge_index = radius_graph(pos.detach(), cutoff, batch, max_num_neighbors=max_num_neighbors)
