@@ -7,7 +7,7 @@
 * complexes: :func:`complex_graph`.
 * ligand poses (docking): :mod:`eqgeo.data.poses` – rotatable bonds, torsion and rigid moves,
   :func:`symmetric_rmsd`.
-* neighbour lists: :func:`radius_graph`, :func:`edge_vectors`, :class:`RadiusGraph`.
+* neighbour lists: :func:`radius_graph`, :func:`periodic_radius_graph`, :func:`edge_vectors`, :class:`RadiusGraph`.
 * bad input: :class:`InvalidInputError`, and :class:`SkipReport` for ``skip_invalid=True``.
 """
 
@@ -24,7 +24,15 @@ from .molecule import (
     read_sdf_mols,
 )
 from .poses import rotatable_bonds, symmetric_rmsd
-from .neighbors import BACKENDS, RadiusGraph, available_backends, edge_vectors, radius_graph, resolve_backend
+from .neighbors import (
+    BACKENDS,
+    RadiusGraph,
+    available_backends,
+    edge_vectors,
+    periodic_radius_graph,
+    radius_graph,
+    resolve_backend,
+)
 from .protein import distance_to_set, is_metal, read_pdb, residue_graph, select_pocket
 from .structures import from_ase_atoms, read_structures, read_xyz
 
@@ -58,5 +66,6 @@ __all__ = [
     "available_backends",
     "edge_vectors",
     "radius_graph",
+    "periodic_radius_graph",
     "resolve_backend",
 ]

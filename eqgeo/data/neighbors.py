@@ -43,6 +43,7 @@ __all__ = [
     "available_backends",
     "resolve_backend",
     "radius_graph",
+    "periodic_radius_graph",
     "edge_vectors",
     "RadiusGraph",
 ]
@@ -70,7 +71,7 @@ def available_backends() -> tuple[str, ...]:
 
 
 def resolve_backend(backend: str | None = None, *, periodic: bool = False, device: torch.device | str = "cpu") -> str:
-    """The backend that :func:`radius_graph` runs for these arguments.
+    """The backend that :func:`radius_graph` / :func:`periodic_radius_graph` run for these arguments.
 
     ``None`` picks ``"torch_cluster"`` for non-periodic graphs on a CUDA device when it is
     installed, and ``"vesin"`` otherwise.
@@ -272,21 +273,22 @@ def radius_graph(
     pos: Tensor,
     r: float,
     batch: Tensor | None = None,
-    cell: Tensor | None = None,
-    pbc: Tensor | bool | None = None,
+    cell: None = None,
+    pbc: None = None,
     max_num_neighbors: int | None = None,
     backend: str | None = None,
-) -> Tensor | tuple[Tensor, Tensor]:
-    """Edges between atoms closer than ``r``, with periodic images when a cell is given.
+) -> Tensor:
+    """Edges between atoms closer than ``r``, without periodic images: ``edge_index`` only.
+
+    Periodic cells are :func:`periodic_radius_graph`'s, which also returns the shifts of the
+    images; ``cell`` and ``pbc`` keep their places in the signature only so that passing them
+    here raises a ``TypeError`` that says so, instead of returning a value of another type.
 
     Args:
         pos: atom positions.
         r: cutoff radius (Å); an edge needs ``0 < |edge_vec| < r``.
         batch: graph of each atom (sorted, as PyG's ``Batch.batch``); ``None`` for one graph.
-        cell: lattice vectors as rows, one matrix for all graphs or one per graph. When given,
-            the shifts are returned too.
-        pbc: periodicity along each cell vector: a bool, ``(3,)`` or ``(num_graphs, 3)``;
-            ``None`` means periodic in all directions when ``cell`` is given.
+        cell, pbc: not accepted (``None``): use :func:`periodic_radius_graph`.
         max_num_neighbors: keep at most this many neighbours per centre, the **nearest** ones
             (ties broken by lower source index); ``None`` keeps all. Unlike PyG's default of 32,
             nothing is dropped unless asked.
@@ -294,11 +296,10 @@ def radius_graph(
             :func:`resolve_backend`).
 
     Returns:
-        ``edge_index`` ``(2, E)`` with rows ``[source j, centre i]``, or
-        ``(edge_index, shifts)`` with ``shifts`` ``(E, 3)`` long when ``cell`` is given.
+        ``edge_index`` ``(2, E)`` with rows ``[source j, centre i]``.
 
     Shapes:
-        pos ``(N, 3)``; batch ``(N,)``; cell ``(3, 3)`` or ``(num_graphs, 3, 3)``.
+        pos ``(N, 3)``; batch ``(N,)``.
 
     Example:
         >>> pos = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [3.0, 0.0, 0.0]])
@@ -306,6 +307,74 @@ def radius_graph(
         tensor([[1, 0],
                 [0, 1]])
     """
+    if cell is not None or (pbc is not None and bool(torch.as_tensor(pbc).any())):
+        raise TypeError(
+            "radius_graph builds non-periodic graphs and returns edge_index only; for a periodic cell call "
+            "periodic_radius_graph(pos, r, cell, pbc, batch, ...), which returns (edge_index, shifts)"
+        )
+    edge_index, _ = _radius_graph("radius_graph", pos, r, batch, None, None, max_num_neighbors, backend)
+    return edge_index
+
+
+def periodic_radius_graph(
+    pos: Tensor,
+    r: float,
+    cell: Tensor,
+    pbc: Tensor | bool | None = None,
+    batch: Tensor | None = None,
+    max_num_neighbors: int | None = None,
+    backend: str | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Edges between atoms and the periodic images of atoms closer than ``r``: ``(edge_index, shifts)``.
+
+    The image of source ``j`` is ``pos[j] + shifts[e] @ cell`` (the cell of the edge's graph), so
+    an atom's own images within the cutoff are edges (:func:`edge_vectors` gives the vectors).
+    Directions that are not periodic (``pbc`` false) have no images there; with none periodic the
+    edges are :func:`radius_graph`'s and the shifts zero.
+
+    Args:
+        pos: atom positions.
+        r: cutoff radius (Å); an edge needs ``0 < |edge_vec| < r``.
+        cell: lattice vectors as rows, one matrix for all graphs or one per graph.
+        pbc: periodicity along each cell vector: a bool, ``(3,)`` or ``(num_graphs, 3)``;
+            ``None`` means periodic in all directions.
+        batch: graph of each atom (sorted, as PyG's ``Batch.batch``); ``None`` for one graph.
+        max_num_neighbors: keep at most this many neighbours per centre, the nearest ones
+            (ties broken by lower source index, then shift); ``None`` keeps all.
+        backend: ``"vesin"``, ``"brute"`` or ``None`` (``"torch_cluster"`` has no periodic
+            cells; see :func:`resolve_backend`).
+
+    Returns:
+        ``edge_index`` ``(2, E)`` with rows ``[source j, centre i]`` and ``shifts`` ``(E, 3)``
+        (long), the integer cell vector of each source's image.
+
+    Shapes:
+        pos ``(N, 3)``; cell ``(3, 3)`` or ``(num_graphs, 3, 3)``; batch ``(N,)``.
+
+    Example:
+        >>> pos = torch.tensor([[0.5, 0.5, 0.5]])
+        >>> edge_index, shifts = periodic_radius_graph(pos, 1.5, cell=torch.eye(3), pbc=[True, False, False])
+        >>> edge_index, shifts
+        (tensor([[0, 0],
+                [0, 0]]), tensor([[-1,  0,  0],
+                [ 1,  0,  0]]))
+    """
+    if cell is None:
+        raise ValueError("periodic_radius_graph needs a cell; for graphs without one use radius_graph")
+    return _radius_graph("periodic_radius_graph", pos, r, batch, cell, pbc, max_num_neighbors, backend)
+
+
+def _radius_graph(
+    caller: str,
+    pos: Tensor,
+    r: float,
+    batch: Tensor | None,
+    cell: Tensor | None,
+    pbc,
+    max_num_neighbors: int | None,
+    backend: str | None,
+) -> tuple[Tensor, Tensor]:
+    """``(edge_index, shifts)`` of :func:`radius_graph` (``cell`` None) and :func:`periodic_radius_graph`."""
     if pos.dim() != 2 or pos.shape[1] != 3:
         raise ValueError(f"pos must have shape (N, 3), got {tuple(pos.shape)}")
     if not r > 0:
@@ -317,13 +386,12 @@ def radius_graph(
     ptr = _graph_pointer(batch, pos.shape[0])
     cells, pbcs = _graph_cells(cell, pbc, ptr.numel() - 1)
     backend = resolve_backend(backend, periodic=bool(pbcs.any()), device=pos.device)
-    log.debug("radius_graph: backend %r, %d graphs, r=%g", backend, ptr.numel() - 1, r)
+    log.debug("%s: backend %r, %d graphs, r=%g", caller, backend, ptr.numel() - 1, r)
 
     if backend == "vesin" and ptr.numel() > 2 and not bool(pbcs.any()):
         # one vesin call for the whole batch: graphs side by side, further apart than r
         src, dst, shifts = _graph_pairs(_side_by_side(pos, ptr, r), r, cells[0], pbcs[0], backend, max_num_neighbors)
-        edge_index = torch.stack([src, dst]).to(pos.device)
-        return edge_index if cell is None else (edge_index, shifts.to(pos.device))
+        return torch.stack([src, dst]).to(pos.device), shifts.to(pos.device)
 
     parts_src, parts_dst, parts_shift = [], [], []
     for g in range(ptr.numel() - 1):
@@ -340,10 +408,7 @@ def radius_graph(
     else:
         edge_index = torch.zeros(2, 0, dtype=torch.long)
         shifts = torch.zeros(0, 3, dtype=torch.long)
-    edge_index = edge_index.to(pos.device)
-    if cell is None:
-        return edge_index
-    return edge_index, shifts.to(pos.device)
+    return edge_index.to(pos.device), shifts.to(pos.device)
 
 
 def edge_vectors(
@@ -391,7 +456,8 @@ class RadiusGraph(BaseTransform):
     """Transform that sets ``edge_index`` (and ``shifts`` for graphs with a cell).
 
     Reads :data:`~eqgeo.data.keys.POSITION`, and :data:`~eqgeo.data.keys.CELL` /
-    :data:`~eqgeo.data.keys.PBC` / ``batch`` when present; see :func:`radius_graph`. The
+    :data:`~eqgeo.data.keys.PBC` / ``batch`` when present; see :func:`radius_graph` and
+    :func:`periodic_radius_graph` (for data with a cell). The
     backend is resolved at construction and shown in the repr: ``backend=None`` resolves to
     ``"vesin"``.
 
@@ -415,10 +481,14 @@ class RadiusGraph(BaseTransform):
         batch = getattr(data, K.BATCH, None)
         pos = data[K.POSITION]
         if cell is None:
-            data[K.EDGE_INDEX] = radius_graph(pos, self.r, batch, None, None, self.max_num_neighbors, self.backend)
+            data[K.EDGE_INDEX] = radius_graph(
+                pos, self.r, batch, max_num_neighbors=self.max_num_neighbors, backend=self.backend
+            )
             return data
         pbc = getattr(data, K.PBC, None)
-        edge_index, shifts = radius_graph(pos, self.r, batch, cell, pbc, self.max_num_neighbors, self.backend)
+        edge_index, shifts = periodic_radius_graph(
+            pos, self.r, cell, pbc, batch, max_num_neighbors=self.max_num_neighbors, backend=self.backend
+        )
         data[K.EDGE_INDEX], data[K.SHIFTS] = edge_index, shifts
         return data
 

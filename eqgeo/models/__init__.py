@@ -9,6 +9,7 @@ PyG's SchNet and ViSNet run as baselines behind the same interfaces (:mod:`eqgeo
 """
 
 from ._common import LAYERS, PARITIES, SpeciesEmbedding, InteractionStack, hidden_irreps
+from .architecture import Architecture
 from .baselines import MODELS, MODES, SchNetBaseline, ViSNetBaseline, build_model
 from .docking import DOCKING_SPECIES, DockingModel
 from .potential import InteratomicPotential
@@ -22,6 +23,7 @@ __all__ = [
     "SchNetBaseline",
     "ViSNetBaseline",
     "build_model",
+    "Architecture",
     "MODELS",
     "MODES",
     "InteractionStack",

@@ -9,9 +9,9 @@ import torch
 from torch import Tensor
 
 from ..data import keys as K
-from ..data.neighbors import radius_graph
+from ..data.neighbors import periodic_radius_graph, radius_graph
 from ..nn import EquivariantConv, EquivariantTransformerConv, Gate, Linear, RadialEmbedding
-from ..nn.equivariant_conv import _edge_lengths
+from ..nn.edges import edge_lengths
 from ..o3 import Irreps, SphericalHarmonics
 
 __all__ = [
@@ -278,7 +278,7 @@ class InteractionStack(torch.nn.Module):
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_vec: Tensor) -> Tensor:
         edge_sh = self.sh(edge_vec)
-        edge_radial, edge_envelope = self.radial_embedding.embed(_edge_lengths(edge_vec))
+        edge_radial, edge_envelope = self.radial_embedding.embed(edge_lengths(edge_vec))
         for conv, gate, residual in zip(self.convs, self.gates, self._residual):
             y = gate(conv(x, edge_index, edge_vec, edge_sh=edge_sh, edge_radial=edge_radial, edge_envelope=edge_envelope))
             x = x + y if residual else y
@@ -298,7 +298,7 @@ class InteractionStack(torch.nn.Module):
     def edge_radial(self, edge_vec: Tensor) -> tuple[Tensor, Tensor]:
         """``(edge_radial, edge_envelope)`` of edge vectors, as :meth:`forward` computes them (they
         depend on the length only: an edge and its reverse have the same)."""
-        return self.radial_embedding.embed(_edge_lengths(edge_vec))
+        return self.radial_embedding.embed(edge_lengths(edge_vec))
 
     def layer_edge_weight(self, t: int, edge_radial: Tensor, edge_envelope: Tensor) -> Tensor:
         """Per-edge tensor-product weights of layer ``t`` (they depend on the edge length only)."""
@@ -334,9 +334,9 @@ def graph_inputs(
     """Atomic numbers, positions, batch vector and edges of a ``Data``/``Batch``.
 
     ``edge_index`` (and ``shifts`` for periodic graphs) are taken from ``data`` when present,
-    otherwise built with :func:`eqgeo.data.radius_graph` at ``cutoff`` (with periodic images
-    when ``data`` has a ``cell`` with any periodic direction). Edges longer than ``cutoff``
-    contribute nothing (the envelope is zero there). Positions and cell are cast to ``dtype``
+    otherwise built at ``cutoff`` with :func:`eqgeo.data.radius_graph`, or with
+    :func:`eqgeo.data.periodic_radius_graph` when ``data`` has a ``cell`` with any periodic
+    direction. Edges longer than ``cutoff`` contribute nothing (the envelope is zero there). Positions and cell are cast to ``dtype``
     (the model's), e.g. float64 positions from ASE into a float32 model.
     """
     for key in (K.ATOMIC_NUMBER, K.POSITION):
@@ -362,8 +362,8 @@ def graph_inputs(
     shifts = getattr(data, K.SHIFTS, None)
     if edge_index is None:
         if periodic:
-            edge_index, shifts = radius_graph(
-                pos.detach(), cutoff, batch, cell=cell.detach(), pbc=pbc, max_num_neighbors=max_num_neighbors
+            edge_index, shifts = periodic_radius_graph(
+                pos.detach(), cutoff, cell.detach(), pbc, batch, max_num_neighbors=max_num_neighbors
             )
         else:
             edge_index = radius_graph(pos.detach(), cutoff, batch, max_num_neighbors=max_num_neighbors)

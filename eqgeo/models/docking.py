@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Optional, Sequence
+from typing import ClassVar, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -12,7 +12,8 @@ from ..data import keys as K
 from ..data.neighbors import edge_vectors
 from ..nn import FullyConnectedTensorProduct, Linear
 from ..o3 import Irreps
-from ._common import InteractionStack, SpeciesEmbedding, graph_inputs, hidden_irreps, scalar_head, scatter_sum
+from ._common import SpeciesEmbedding, graph_inputs, scalar_head, scatter_sum
+from .architecture import Architecture
 
 __all__ = ["DockingModel", "DOCKING_SPECIES", "FixedPocketForward"]
 
@@ -54,8 +55,10 @@ class DockingModel(torch.nn.Module):
     Args:
         species: elements with their own embedding (others share one "other" type); ligand and
             protein atoms of the same element have separate embeddings.
-        The other arguments are those of :class:`~eqgeo.models.InteratomicPotential`
-        (default ``parity="full"``).
+        **architecture: the keyword arguments of :class:`~eqgeo.models.Architecture`, with the
+            defaults :attr:`default_architecture` (16 channels, ``lmax=2``, 4 layers,
+            ``parity="full"``, ``avg_num_neighbors=20.0``, the others :class:`~eqgeo.models.Architecture`'s);
+            any other keyword raises ``TypeError``.
 
     Example:
         >>> import torch
@@ -68,43 +71,29 @@ class DockingModel(torch.nn.Module):
         [(1, 3), (1, 3), (1,), (1,)]
     """
 
-    def __init__(
-        self,
-        species: Sequence[int] = DOCKING_SPECIES,
-        channels: int = 16,
-        lmax: int = 2,
-        num_layers: int = 4,
-        *,
-        parity: str = "full",
-        layer: str = "conv",
-        cutoff: float = 5.0,
-        num_radial: int = 8,
-        radial_hidden: int = 64,
-        radial_layers: int = 2,
-        avg_num_neighbors: float = 20.0,
-        heads: int = 4,
-        key_dim: int = 8,
-        readout_hidden: int = 16,
-        max_num_neighbors: Optional[int] = None,
-    ) -> None:
+    #: The architecture when an argument is not given: a wider neighbourhood (pockets are dense) and
+    #: both parities (rotations are pseudovectors, ``1e``).
+    default_architecture: ClassVar[Architecture] = Architecture(
+        channels=16, num_layers=4, parity="full", avg_num_neighbors=20.0
+    )
+
+    def __init__(self, species: Sequence[int] = DOCKING_SPECIES, **architecture) -> None:
         super().__init__()
-        self.cutoff, self.max_num_neighbors = float(cutoff), max_num_neighbors
-        self.embedding = SpeciesEmbedding(species, channels, num_kinds=2, allow_unknown=True)
-        self.interactions = InteractionStack(
-            self.embedding.irreps_out, hidden_irreps(channels, lmax, parity), lmax, num_layers, layer=layer,
-            cutoff=cutoff, num_radial=num_radial, radial_hidden=radial_hidden, radial_layers=radial_layers,
-            avg_num_neighbors=avg_num_neighbors, heads=heads, key_dim=key_dim,
-        )
+        arch = Architecture.from_arguments(type(self).__name__, architecture, self.default_architecture)
+        self.architecture = arch
+        self.cutoff, self.max_num_neighbors = float(arch.cutoff), arch.max_num_neighbors
+        self.embedding = SpeciesEmbedding(species, arch.channels, num_kinds=2, allow_unknown=True)
+        self.interactions = arch.interaction_stack(self.embedding.irreps_out)
         irreps = self.interactions.irreps_out
         if "1o" not in irreps:
             raise ValueError(f"DockingModel: the hidden irreps {irreps} have no 1o (use lmax >= 1)")
         self.translation_head = Linear(irreps, "1x1o")
         self.lever_head = Linear(irreps, "1x1o")
         self.rotation_head = Linear(irreps, "1x1e") if "1e" in irreps else None
-        pair = Irreps([(channels, "1e")])
+        pair = Irreps([(arch.channels, "1e")])
         self.torsion_pair = FullyConnectedTensorProduct(irreps, irreps, pair)
         self.torsion_out = FullyConnectedTensorProduct(pair, "1x1o", "1x0o")
-        self.confidence_head = scalar_head(irreps, readout_hidden, 1)
+        self.confidence_head = scalar_head(irreps, arch.readout_hidden, 1)
         self.register_buffer("translation_scale", torch.ones(()))
         self.register_buffer("rotation_scale", torch.ones(()))
         self.register_buffer("torsion_scale", torch.ones(()))

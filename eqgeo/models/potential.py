@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import ClassVar, Optional, Sequence
 
 import torch
 from torch import Tensor
 
 from ..data.neighbors import edge_vectors
 from ..nn.buffers import keep_float64
-from ._common import InteractionStack, SpeciesEmbedding, graph_inputs, hidden_irreps, naming_graphs, scalar_head, scatter_sum
+from ._common import SpeciesEmbedding, graph_inputs, naming_graphs, scalar_head, scatter_sum
+from .architecture import Architecture
 
 __all__ = ["InteratomicPotential"]
 
@@ -39,18 +40,10 @@ class InteratomicPotential(torch.nn.Module):
 
     Args:
         species: atomic numbers the model knows (e.g. ``[1, 6, 8]``); others raise.
-        channels: multiplicity of every hidden irrep.
-        lmax: maximum degree of the hidden irreps and edge harmonics.
-        num_layers: number of interaction layers.
-        parity: ``"natural"`` (``0e+1o+2e+...``) or ``"full"`` (both parities at every ``l``).
-        layer: ``"conv"`` or ``"transformer"``.
-        cutoff: neighbour cutoff (Å).
-        num_radial, radial_hidden, radial_layers: radial basis size and radial MLP shape.
-        avg_num_neighbors: mean number of neighbours in the training data (a constant of the
-            model, see :class:`~eqgeo.nn.EquivariantConv`).
-        heads, key_dim: attention heads and key size (``layer="transformer"``).
-        readout_hidden: width of the invariant readout.
-        max_num_neighbors: nearest neighbours kept per atom when the model builds the graph.
+        **architecture: the keyword arguments of :class:`~eqgeo.models.Architecture`
+            (``channels``, ``lmax``, ``num_layers``, ``parity``, ``layer``, ``cutoff``, the radial
+            MLPs, ``avg_num_neighbors``, attention, ``readout_hidden``, ``max_num_neighbors``)
+            with its defaults; any other keyword raises ``TypeError``.
 
     Example:
         >>> import torch
@@ -62,35 +55,18 @@ class InteratomicPotential(torch.nn.Module):
         (torch.Size([1]), torch.Size([3, 3]))
     """
 
-    def __init__(
-        self,
-        species: Sequence[int],
-        channels: int = 32,
-        lmax: int = 2,
-        num_layers: int = 3,
-        *,
-        parity: str = "natural",
-        layer: str = "conv",
-        cutoff: float = 5.0,
-        num_radial: int = 8,
-        radial_hidden: int = 64,
-        radial_layers: int = 2,
-        avg_num_neighbors: float = 10.0,
-        heads: int = 4,
-        key_dim: int = 8,
-        readout_hidden: int = 16,
-        max_num_neighbors: Optional[int] = None,
-    ) -> None:
+    #: The architecture when an argument is not given.
+    default_architecture: ClassVar[Architecture] = Architecture()
+
+    def __init__(self, species: Sequence[int], **architecture) -> None:
         super().__init__()
-        self.cutoff = float(cutoff)
-        self.max_num_neighbors = max_num_neighbors
-        self.embedding = SpeciesEmbedding(species, channels)
-        self.interactions = InteractionStack(
-            self.embedding.irreps_out, hidden_irreps(channels, lmax, parity), lmax, num_layers, layer=layer,
-            cutoff=cutoff, num_radial=num_radial, radial_hidden=radial_hidden, radial_layers=radial_layers,
-            avg_num_neighbors=avg_num_neighbors, heads=heads, key_dim=key_dim,
-        )
-        self.readout = scalar_head(self.interactions.irreps_out, readout_hidden, 1)
+        arch = Architecture.from_arguments(type(self).__name__, architecture, self.default_architecture)
+        self.architecture = arch
+        self.cutoff = float(arch.cutoff)
+        self.max_num_neighbors = arch.max_num_neighbors
+        self.embedding = SpeciesEmbedding(species, arch.channels)
+        self.interactions = arch.interaction_stack(self.embedding.irreps_out)
+        self.readout = scalar_head(self.interactions.irreps_out, arch.readout_hidden, 1)
         n = len(self.embedding.species)
         self.register_buffer("energy_shift", torch.zeros(n, dtype=torch.float64))
         self.register_buffer("energy_scale", torch.ones(n))
@@ -114,11 +90,9 @@ class InteratomicPotential(torch.nn.Module):
         force components (or, without forces, of the per-atom residual energies); species: those
         present when not given. See :func:`eqgeo.models.dataset_statistics`.
         """
-        import inspect
-
         from .statistics import dataset_statistics
 
-        cutoff = kwargs.get("cutoff", inspect.signature(cls).parameters["cutoff"].default)
+        cutoff = kwargs.get("cutoff", cls.default_architecture.cutoff)
         stats = dataset_statistics(dataset, cutoff=cutoff, species=species)
         if "energy_shift" not in stats:
             raise ValueError(

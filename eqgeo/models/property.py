@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import ClassVar, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -12,7 +12,8 @@ from ..data.neighbors import edge_vectors
 from ..nn import Linear
 from ..o3 import Irreps
 from ..nn.buffers import keep_float64
-from ._common import InteractionStack, SpeciesEmbedding, graph_inputs, hidden_irreps, naming_graphs, scalar_head, scatter_sum
+from ._common import SpeciesEmbedding, graph_inputs, naming_graphs, scalar_head, scatter_sum
+from .architecture import Architecture
 
 __all__ = ["PropertyModel", "target_statistics", "DEBYE_PER_E_ANGSTROM"]
 
@@ -75,7 +76,15 @@ class PropertyModel(torch.nn.Module):
       (QM9's ``mu``), and the charges as ``charges`` ``(N,)`` in units of e;
     - **per-atom vectors** (``num_vectors > 0``): ``vectors`` ``(N, num_vectors, 3)`` (``1o``).
 
-    The architecture arguments are those of :class:`~eqgeo.models.InteratomicPotential`.
+    Args:
+        species: atomic numbers the model knows; others raise.
+        num_targets: number of graph scalars ``y``.
+        reduce: ``"sum"`` or ``"mean"``, for all targets or one per target.
+        dipole: predict the dipole moment (and charges).
+        num_vectors: number of per-atom vectors.
+        **architecture: the keyword arguments of :class:`~eqgeo.models.Architecture` with its
+            defaults (as :class:`~eqgeo.models.InteratomicPotential`); any other keyword raises
+            ``TypeError``.
 
     Example:
         >>> import torch
@@ -87,6 +96,9 @@ class PropertyModel(torch.nn.Module):
         (torch.Size([1, 2]), torch.Size([1, 3]), torch.Size([1]))
     """
 
+    #: The architecture when an argument is not given.
+    default_architecture: ClassVar[Architecture] = Architecture()
+
     def __init__(
         self,
         species: Sequence[int],
@@ -95,22 +107,10 @@ class PropertyModel(torch.nn.Module):
         *,
         dipole: bool = False,
         num_vectors: int = 0,
-        channels: int = 32,
-        lmax: int = 2,
-        num_layers: int = 3,
-        parity: str = "natural",
-        layer: str = "conv",
-        cutoff: float = 5.0,
-        num_radial: int = 8,
-        radial_hidden: int = 64,
-        radial_layers: int = 2,
-        avg_num_neighbors: float = 10.0,
-        heads: int = 4,
-        key_dim: int = 8,
-        readout_hidden: int = 16,
-        max_num_neighbors: Optional[int] = None,
+        **architecture,
     ) -> None:
         super().__init__()
+        arch = Architecture.from_arguments(type(self).__name__, architecture, self.default_architecture)
         if num_targets < 0 or num_vectors < 0 or (num_targets == 0 and not dipole and num_vectors == 0):
             raise ValueError(
                 f"PropertyModel needs something to predict: num_targets={num_targets}, dipole={dipole}, "
@@ -119,21 +119,18 @@ class PropertyModel(torch.nn.Module):
         reduces = [reduce] * num_targets if isinstance(reduce, str) else list(reduce)
         if len(reduces) != num_targets or any(r not in _REDUCES for r in reduces):
             raise ValueError(f"reduce must be one of {_REDUCES} or one per target ({num_targets}), got {reduce!r}")
+        self.architecture = arch
         self.num_targets, self.reduces = int(num_targets), reduces
         self.dipole, self.num_vectors = bool(dipole), int(num_vectors)
-        self.cutoff, self.max_num_neighbors = float(cutoff), max_num_neighbors
-        self.embedding = SpeciesEmbedding(species, channels)
-        self.interactions = InteractionStack(
-            self.embedding.irreps_out, hidden_irreps(channels, lmax, parity), lmax, num_layers, layer=layer,
-            cutoff=cutoff, num_radial=num_radial, radial_hidden=radial_hidden, radial_layers=radial_layers,
-            avg_num_neighbors=avg_num_neighbors, heads=heads, key_dim=key_dim,
-        )
+        self.cutoff, self.max_num_neighbors = float(arch.cutoff), arch.max_num_neighbors
+        self.embedding = SpeciesEmbedding(species, arch.channels)
+        self.interactions = arch.interaction_stack(self.embedding.irreps_out)
         irreps = self.interactions.irreps_out
         need = (["1o"] if (dipole or num_vectors) else [])
         missing = [ir for ir in need if ir not in irreps]
         if missing:
             raise ValueError(f"PropertyModel: the hidden irreps {irreps} have no {missing[0]} for the vector readouts")
-        self.scalars = scalar_head(irreps, readout_hidden, num_targets + int(dipole)) if (num_targets or dipole) else None
+        self.scalars = scalar_head(irreps, arch.readout_hidden, num_targets + int(dipole)) if (num_targets or dipole) else None
         self.atomic_dipoles = Linear(irreps, "1x1o") if dipole else None
         self.vectors = Linear(irreps, Irreps([(num_vectors, "1o")])) if num_vectors else None
         self.register_buffer("target_mean", torch.zeros(num_targets, dtype=torch.float64))

@@ -7,7 +7,7 @@ from typing import Iterable, Optional, Sequence
 import torch
 
 from ..data import keys as K
-from ..data.neighbors import radius_graph
+from ..data.neighbors import periodic_radius_graph, radius_graph
 
 __all__ = ["dataset_statistics"]
 
@@ -51,7 +51,7 @@ def dataset_statistics(
         if edge_index is None:
             cell = getattr(g, K.CELL, None)
             if cell is not None:
-                edge_index, _ = radius_graph(g[K.POSITION], cutoff, cell=cell, pbc=getattr(g, K.PBC, None))
+                edge_index, _ = periodic_radius_graph(g[K.POSITION], cutoff, cell, getattr(g, K.PBC, None))
             else:
                 edge_index = radius_graph(g[K.POSITION], cutoff)
         neighbours += edge_index.shape[1]

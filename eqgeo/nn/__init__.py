@@ -1,6 +1,7 @@
 """Equivariant building blocks as ``torch.nn.Module``s (e3nn-compatible numbers and layouts)."""
 
 from .dropout import IrrepsDropout
+from .edges import EdgeEncoder, edge_lengths
 from .equivariant_conv import EquivariantConv
 from .equivariant_transformer_conv import EquivariantTransformerConv
 from .gate import Gate, Normalize2Mom
@@ -26,4 +27,6 @@ __all__ = [
     "PolynomialCutoff",
     "RadialMLP",
     "RadialEmbedding",
+    "EdgeEncoder",
+    "edge_lengths",
 ]

@@ -8,155 +8,16 @@ import torch
 from torch import Tensor
 from torch_geometric.nn import MessagePassing
 
-from ..o3 import Irreps, SphericalHarmonics
 from .buffers import keep_float64
+from .conv_setup import check_positive, check_reachable, layer_irreps, num_weights, uvu_instructions
+from .edges import EdgeEncoder, check_edge_inputs
 from .linear import Linear
-from .radial import PolynomialCutoff, RadialEmbedding, RadialMLP
+from .radial import RadialMLP
 from .tensor_product import TensorProduct
 
 __all__ = ["EquivariantConv"]
 
 
-# --------------------------------------------------------------------------- shared helpers
-def _sh_irreps(name: str, irreps_sh) -> Irreps:
-    """Irreps of the edge harmonics from an ``lmax`` or irreps ``1x0e+1x1o+...``."""
-    if isinstance(irreps_sh, int) and not isinstance(irreps_sh, bool):
-        if irreps_sh < 0:
-            raise ValueError(f"{name}: lmax must be >= 0, got {irreps_sh}")
-        return Irreps.spherical_harmonics(irreps_sh)
-    irreps = Irreps(irreps_sh)
-    ls = [ir.l for _, ir in irreps]
-    if (
-        not len(irreps)
-        or any(mul != 1 or ir.p != (-1) ** ir.l for mul, ir in irreps)
-        or len(set(ls)) != len(ls)
-    ):
-        raise ValueError(
-            f"{name}: irreps_sh must be spherical-harmonic irreps such as 1x0e+1x1o+1x2e (multiplicity 1, "
-            f"parity (-1)^l, each l once), got {irreps}"
-        )
-    return irreps
-
-
-def _layer_irreps(name: str, irreps_in, irreps_out, irreps_sh) -> tuple[Irreps, Irreps, Irreps]:
-    """Parsed and checked ``(irreps_in, irreps_out, irreps_sh)`` of a convolution layer."""
-    irreps_in, irreps_out = Irreps(irreps_in), Irreps(irreps_out)
-    if not len(irreps_in) or not len(irreps_out):
-        raise ValueError(f"{name}: irreps_in and irreps_out must be non-empty, got {irreps_in} -> {irreps_out}")
-    return irreps_in, irreps_out, _sh_irreps(name, irreps_sh)
-
-
-def _uvu_instructions(irreps_in: Irreps, irreps_sh: Irreps, targets) -> tuple[Irreps, list[tuple]]:
-    """NequIP's convolution paths: every ``irreps_in[i] x irreps_sh[j] -> ir`` with ``ir`` in ``targets``.
-
-    Each path has its own output block ``mul_i x ir`` (``"uvu"``: output channel = input
-    channel, one weight per channel and path, supplied per edge).
-    """
-    targets = set(targets)
-    mid, instructions = [], []
-    for i, (mul, ir_in) in enumerate(irreps_in):
-        for j, (_, ir_sh) in enumerate(irreps_sh):
-            for ir_out in ir_in * ir_sh:
-                if ir_out in targets:
-                    instructions.append((i, j, len(mid), "uvu", True))
-                    mid.append((mul, ir_out))
-    return Irreps(mid), instructions
-
-
-def _check_reachable(name: str, irreps_in: Irreps, irreps_sh: Irreps, irreps_mid: Irreps, irreps_out: Irreps) -> None:
-    """Every irrep of ``irreps_out`` must be produced by some path (otherwise it would stay zero)."""
-    produced = {ir for _, ir in irreps_mid}
-    missing = [str(ir) for _, ir in irreps_out if ir not in produced]
-    if missing:
-        raise ValueError(
-            f"{name}: irreps_out {irreps_out} asks for {', '.join(sorted(set(missing)))}, which no path "
-            f"{irreps_in} x {irreps_sh} produces"
-        )
-
-
-def _check_positive(name: str, **values) -> None:
-    for what, value in values.items():
-        if not value > 0:
-            raise ValueError(f"{name}: {what} must be > 0, got {value}")
-
-
-def _check_edge_inputs(
-    name: str,
-    x: Tensor,
-    irreps_in: Irreps,
-    edge_index: Tensor,
-    edge_vec: Tensor,
-    edge_sh: Optional[Tensor],
-    irreps_sh: Irreps,
-    edge_radial: Optional[Tensor],
-    num_radial: int,
-    edge_envelope: Optional[Tensor] = None,
-) -> None:
-    """Shape checks of ``forward``'s arguments, naming the expected irreps."""
-    if x.dim() != 2 or x.shape[-1] != irreps_in.dim:
-        raise ValueError(
-            f"{name} expects x of shape (num_nodes, {irreps_in.dim}) for irreps_in {irreps_in}, got {tuple(x.shape)}"
-        )
-    if edge_index.dim() != 2 or edge_index.shape[0] != 2:
-        raise ValueError(f"{name} expects edge_index of shape (2, num_edges), got {tuple(edge_index.shape)}")
-    num_edges = edge_index.shape[1]
-    if edge_vec.shape != (num_edges, 3):
-        raise ValueError(f"{name} expects edge_vec of shape ({num_edges}, 3) (irreps 1o), got {tuple(edge_vec.shape)}")
-    if edge_sh is not None and edge_sh.shape != (num_edges, irreps_sh.dim):
-        raise ValueError(
-            f"{name} expects edge_sh of shape ({num_edges}, {irreps_sh.dim}) for irreps_sh {irreps_sh}, "
-            f"got {tuple(edge_sh.shape)}"
-        )
-    if edge_radial is not None and edge_radial.shape != (num_edges, num_radial):
-        raise ValueError(
-            f"{name} expects edge_radial of shape ({num_edges}, {num_radial}) ({num_radial}x0e), "
-            f"got {tuple(edge_radial.shape)}"
-        )
-    if edge_envelope is not None and edge_envelope.shape != (num_edges,):
-        raise ValueError(
-            f"{name} expects edge_envelope of shape ({num_edges},) (the cutoff envelope of each edge), "
-            f"got {tuple(edge_envelope.shape)}"
-        )
-
-
-def _edge_lengths(edge_vec: Tensor) -> Tensor:
-    """``|edge_vec|`` with zero derivatives of every order at a zero vector (a self loop), not NaN."""
-    sq = edge_vec.square().sum(dim=-1)
-    nonzero = sq > 0
-    return torch.where(nonzero, torch.where(nonzero, sq, torch.ones_like(sq)).sqrt(), torch.zeros_like(sq))
-
-
-class _EdgeEncoder(torch.nn.Module):
-    """Spherical harmonics, radial embedding and cutoff envelope of edge vectors (one place for both layers)."""
-
-    def __init__(self, irreps_sh: Irreps, num_radial: int, cutoff: float, basis: str, p: float) -> None:
-        super().__init__()
-        # "component": every Y^l_m has unit mean square over directions (NequIP), so messages
-        # keep unit variance.
-        self.sh = SphericalHarmonics(irreps_sh, normalize=True, normalization="component")
-        self.radial_embedding = RadialEmbedding(num_radial, cutoff, basis=basis, p=p)
-        self.cutoff_fn = PolynomialCutoff(cutoff, p)
-
-    def forward(
-        self, edge_vec: Tensor, edge_sh: Optional[Tensor], edge_radial: Optional[Tensor],
-        edge_envelope: Optional[Tensor] = None,
-    ):
-        if edge_sh is None:
-            edge_sh = self.sh(edge_vec)
-        if edge_radial is None or edge_envelope is None:
-            r = _edge_lengths(edge_vec)
-            if edge_radial is None:
-                edge_radial, edge_envelope = self.radial_embedding.embed(r)
-            else:
-                edge_envelope = self.cutoff_fn(r)
-        return edge_sh, edge_radial, edge_envelope
-
-
-def _num_weights(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-# --------------------------------------------------------------------------- the layer
 class EquivariantConv(MessagePassing):
     r"""Equivariant point convolution: NequIP's interaction (https://arxiv.org/abs/2101.03164) as a PyG layer.
 
@@ -251,8 +112,8 @@ class EquivariantConv(MessagePassing):
     ) -> None:
         super().__init__(aggr="add", flow="source_to_target", node_dim=0)
         name = type(self).__name__
-        self.irreps_in, self.irreps_out, self.irreps_sh = _layer_irreps(name, irreps_in, irreps_out, irreps_sh)
-        _check_positive(
+        self.irreps_in, self.irreps_out, self.irreps_sh = layer_irreps(name, irreps_in, irreps_out, irreps_sh)
+        check_positive(
             name, num_radial=num_radial, cutoff=cutoff, radial_hidden=radial_hidden,
             avg_num_neighbors=avg_num_neighbors,
         )
@@ -263,11 +124,11 @@ class EquivariantConv(MessagePassing):
         # a persistent buffer: a loaded state_dict restores the training data's value
         self.register_buffer("neighbor_count", torch.tensor(float(avg_num_neighbors), dtype=torch.float64))
 
-        self.irreps_mid, instructions = _uvu_instructions(
+        self.irreps_mid, instructions = uvu_instructions(
             self.irreps_in, self.irreps_sh, [ir for _, ir in self.irreps_out]
         )
-        _check_reachable(name, self.irreps_in, self.irreps_sh, self.irreps_mid, self.irreps_out)
-        self.edge_encoder = _EdgeEncoder(self.irreps_sh, self.num_radial, self.cutoff, basis, p)
+        check_reachable(name, self.irreps_in, self.irreps_sh, self.irreps_mid, self.irreps_out)
+        self.edge_encoder = EdgeEncoder(self.irreps_sh, self.num_radial, self.cutoff, basis, p)
         self.tp = TensorProduct(
             self.irreps_in, self.irreps_sh, self.irreps_mid, instructions, shared_weights=False, internal_weights=False
         )
@@ -303,7 +164,7 @@ class EquivariantConv(MessagePassing):
         edge_radial: Optional[Tensor] = None,
         edge_envelope: Optional[Tensor] = None,
     ) -> Tensor:
-        _check_edge_inputs(
+        check_edge_inputs(
             type(self).__name__, x, self.irreps_in, edge_index, edge_vec, edge_sh, self.irreps_sh, edge_radial,
             self.num_radial, edge_envelope,
         )
@@ -321,5 +182,5 @@ class EquivariantConv(MessagePassing):
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}({self.irreps_in} -> {self.irreps_out} | sh {self.irreps_sh}, "
-            f"cutoff={self.cutoff:g}, {_num_weights(self)} weights)"
+            f"cutoff={self.cutoff:g}, {num_weights(self)} weights)"
         )

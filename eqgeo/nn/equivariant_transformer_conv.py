@@ -12,15 +12,8 @@ from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import scatter, softmax
 
 from ..o3 import Irrep, Irreps
-from .equivariant_conv import (
-    _EdgeEncoder,
-    _num_weights,
-    _check_edge_inputs,
-    _check_positive,
-    _check_reachable,
-    _layer_irreps,
-    _uvu_instructions,
-)
+from .conv_setup import check_positive, check_reachable, layer_irreps, num_weights, uvu_instructions
+from .edges import EdgeEncoder, check_edge_inputs
 from .linear import Linear
 from .radial import RadialMLP
 from .tensor_product import TensorProduct
@@ -135,8 +128,8 @@ class EquivariantTransformerConv(MessagePassing):
     ) -> None:
         super().__init__(aggr="add", flow="source_to_target", node_dim=0)
         name = type(self).__name__
-        self.irreps_in, self.irreps_out, self.irreps_sh = _layer_irreps(name, irreps_in, irreps_out, irreps_sh)
-        _check_positive(
+        self.irreps_in, self.irreps_out, self.irreps_sh = layer_irreps(name, irreps_in, irreps_out, irreps_sh)
+        check_positive(
             name, heads=heads, key_dim=key_dim, num_radial=num_radial, cutoff=cutoff, radial_hidden=radial_hidden
         )
         if radial_layers < 0:
@@ -155,13 +148,13 @@ class EquivariantTransformerConv(MessagePassing):
         self.cutoff = float(cutoff)
 
         targets = {ir for _, ir in self.irreps_out} | {_SCALAR}
-        self.irreps_mid, instructions = _uvu_instructions(self.irreps_in, self.irreps_sh, targets)
-        _check_reachable(name, self.irreps_in, self.irreps_sh, self.irreps_mid, self.irreps_out)
+        self.irreps_mid, instructions = uvu_instructions(self.irreps_in, self.irreps_sh, targets)
+        check_reachable(name, self.irreps_in, self.irreps_sh, self.irreps_mid, self.irreps_out)
         if _SCALAR not in self.irreps_mid:
             raise ValueError(f"{name}: no path {self.irreps_in} x {self.irreps_sh} -> 0e gives scalars for the keys")
         irreps_qk = Irreps([(self.heads * self.key_dim, "0e")])
 
-        self.edge_encoder = _EdgeEncoder(self.irreps_sh, self.num_radial, self.cutoff, basis, p)
+        self.edge_encoder = EdgeEncoder(self.irreps_sh, self.num_radial, self.cutoff, basis, p)
         self.tp = TensorProduct(
             self.irreps_in, self.irreps_sh, self.irreps_mid, instructions, shared_weights=False, internal_weights=False
         )
@@ -192,7 +185,7 @@ class EquivariantTransformerConv(MessagePassing):
         edge_envelope: Optional[Tensor] = None,
         return_attention_weights: bool = False,
     ) -> Union[Tensor, Tuple[Tensor, Tuple[Tensor, Tensor]]]:
-        _check_edge_inputs(
+        check_edge_inputs(
             type(self).__name__, x, self.irreps_in, edge_index, edge_vec, edge_sh, self.irreps_sh, edge_radial,
             self.num_radial, edge_envelope,
         )
@@ -242,5 +235,5 @@ class EquivariantTransformerConv(MessagePassing):
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}({self.irreps_in} -> {self.irreps_out} | sh {self.irreps_sh}, {self.heads} heads, "
-            f"cutoff={self.cutoff:g}, {_num_weights(self)} weights)"
+            f"cutoff={self.cutoff:g}, {num_weights(self)} weights)"
         )

@@ -1,4 +1,4 @@
-"""radius_graph / edge_vectors / RadiusGraph: conventions on hand-made cases, backends vs brute force."""
+"""radius_graph / periodic_radius_graph / edge_vectors / RadiusGraph: conventions on hand-made cases, backends vs brute force."""
 
 from __future__ import annotations
 
@@ -10,7 +10,15 @@ import torch
 from ase.neighborlist import neighbor_list
 from torch_geometric.data import Batch, Data
 
-from eqgeo.data import RadiusGraph, available_backends, edge_vectors, keys, radius_graph, resolve_backend
+from eqgeo.data import (
+    RadiusGraph,
+    available_backends,
+    edge_vectors,
+    keys,
+    periodic_radius_graph,
+    radius_graph,
+    resolve_backend,
+)
 from eqgeo.data import neighbors as nb
 
 HAS_TORCH_CLUSTER = importlib.util.find_spec("torch_cluster") is not None
@@ -52,7 +60,7 @@ def test_own_periodic_images_are_edges(dtype):
     pos = torch.tensor([[0.2, 0.3, 0.4]], dtype=dtype)
     cell = torch.eye(3, dtype=dtype)
     for backend in ["vesin", "brute"]:
-        edge_index, shifts = radius_graph(pos, 1.5, cell=cell, backend=backend)
+        edge_index, shifts = periodic_radius_graph(pos, 1.5, cell, backend=backend)
         assert edge_index.shape == (2, 18)
         assert (edge_index == 0).all()
         assert (shifts.abs().sum(1) > 0).all()
@@ -64,7 +72,7 @@ def test_shift_sign_convention():
     # two atoms near opposite faces of a 10 A box: the close image of 1 seen from 0 is at shift -1 along x
     pos = torch.tensor([[0.5, 0.0, 0.0], [9.5, 0.0, 0.0]], dtype=torch.float64)
     cell = 10.0 * torch.eye(3, dtype=torch.float64)
-    edge_index, shifts = radius_graph(pos, 2.0, cell=cell)
+    edge_index, shifts = periodic_radius_graph(pos, 2.0, cell)
     assert edge_index.tolist() == [[1, 0], [0, 1]]
     assert shifts.tolist() == [[-1, 0, 0], [1, 0, 0]]
     torch.testing.assert_close(edge_vectors(pos, edge_index, shifts, cell), torch.tensor([[-1.0, 0, 0], [1.0, 0, 0]], dtype=torch.float64))
@@ -72,7 +80,7 @@ def test_shift_sign_convention():
 
 def test_cell_without_periodicity_returns_zero_shifts():
     pos = torch.tensor([[0.5, 0.0, 0.0], [9.5, 0.0, 0.0], [1.0, 0.0, 0.0]])
-    edge_index, shifts = radius_graph(pos, 2.0, cell=10.0 * torch.eye(3), pbc=False)
+    edge_index, shifts = periodic_radius_graph(pos, 2.0, 10.0 * torch.eye(3), pbc=False)
     assert as_set(edge_index) == {(2, 0), (0, 2)}
     assert (shifts == 0).all()
 
@@ -121,8 +129,8 @@ def test_vesin_matches_brute_force_triclinic_cells(scale):
     for _ in range(3):
         cell = random_cell(generator, scale)
         pos = torch.rand(6, 3, generator=generator, dtype=torch.float64) @ cell
-        expected = as_set(*radius_graph(pos, r, cell=cell, backend="brute"))
-        got_index, got_shifts = radius_graph(pos, r, cell=cell, backend="vesin")
+        expected = as_set(*periodic_radius_graph(pos, r, cell, backend="brute"))
+        got_index, got_shifts = periodic_radius_graph(pos, r, cell, backend="vesin")
         assert as_set(got_index, got_shifts) == expected
         lengths = edge_vectors(pos, got_index, got_shifts, cell).norm(dim=-1)
         assert bool(((lengths > 0) & (lengths < r)).all())
@@ -138,7 +146,7 @@ def test_brute_force_matches_ase_neighbor_list():
     atoms = Atoms("H5", positions=pos.numpy(), cell=cell.numpy(), pbc=[True, True, False])
     i, j, S = neighbor_list("ijS", atoms, 3.0)
     expected = {(int(b), int(a)) + tuple(int(v) for v in s) for a, b, s in zip(i, j, S)}
-    got = radius_graph(pos, 3.0, cell=cell, pbc=torch.tensor([True, True, False]), backend="brute")
+    got = periodic_radius_graph(pos, 3.0, cell, torch.tensor([True, True, False]), backend="brute")
     assert as_set(*got) == expected
     assert (got[1][:, 2] == 0).all()
 
@@ -150,15 +158,15 @@ def test_batched_cells_and_pbc():
     counts = torch.tensor([3, 4, 5])
     batch = torch.repeat_interleave(torch.arange(3), counts)
     pos = torch.cat([torch.rand(int(n), 3, generator=generator, dtype=torch.float64) @ c for n, c in zip(counts, cells)])
-    got = radius_graph(pos, 2.2, batch, cell=cells, pbc=pbc, backend="vesin")
-    expected = radius_graph(pos, 2.2, batch, cell=cells, pbc=pbc, backend="brute")
+    got = periodic_radius_graph(pos, 2.2, cells, pbc, batch, backend="vesin")
+    expected = periodic_radius_graph(pos, 2.2, cells, pbc, batch, backend="brute")
     assert as_set(*got) == as_set(*expected)
     vec = edge_vectors(pos, got[0], got[1], cells, batch)
     assert bool((vec.norm(dim=-1) < 2.2).all())
     # the batched result equals graph-by-graph results with each graph's own cell
     ptr = [0, 3, 7, 12]
     for g in range(3):
-        single = radius_graph(pos[ptr[g] : ptr[g + 1]], 2.2, cell=cells[g], pbc=pbc[g])
+        single = periodic_radius_graph(pos[ptr[g] : ptr[g + 1]], 2.2, cells[g], pbc[g])
         mask = batch[got[0][1]] == g
         assert as_set(got[0][:, mask] - ptr[g], got[1][mask]) == as_set(*single)
 
@@ -194,7 +202,7 @@ def test_edge_vectors_differentiable_in_pos_and_cell():
     cells = torch.stack([random_cell(generator, 2.0) for _ in range(2)]).requires_grad_()
     pos = torch.rand(6, 3, generator=generator, dtype=torch.float64).requires_grad_()
     batch = torch.tensor([0, 0, 0, 1, 1, 1])
-    edge_index, shifts = radius_graph(pos, 2.5, batch, cell=cells)
+    edge_index, shifts = periodic_radius_graph(pos, 2.5, cells, batch=batch)
     assert torch.autograd.gradcheck(lambda p, c: edge_vectors(p, edge_index, shifts, c, batch), (pos, cells))
 
 
@@ -221,7 +229,7 @@ def test_backend_choice_is_explicit():
             radius_graph(torch.zeros(2, 3), 1.0, backend="torch_cluster")
     else:
         with pytest.raises(ValueError, match="periodic"):
-            radius_graph(torch.zeros(2, 3), 1.0, cell=torch.eye(3), backend="torch_cluster")
+            periodic_radius_graph(torch.zeros(2, 3), 1.0, torch.eye(3), backend="torch_cluster")
 
 
 @pytest.mark.parametrize(
@@ -230,14 +238,100 @@ def test_backend_choice_is_explicit():
         (dict(pos=torch.tensor([[0.0, float("nan"), 0.0]])), "NaN"),
         (dict(pos=torch.zeros(3, 2)), "shape"),
         (dict(pos=torch.zeros(3, 3), batch=torch.tensor([1, 0, 0])), "sorted"),
-        (dict(pos=torch.zeros(3, 3), cell=torch.zeros(3, 3)), "singular"),
-        (dict(pos=torch.zeros(3, 3), pbc=True), "without a cell"),
-        (dict(pos=torch.zeros(3, 3), cell=torch.eye(3).expand(2, 3, 3)), "2 matrices for 1 graphs"),
     ],
 )
 def test_bad_input_raises(kwargs, match):
     with pytest.raises(ValueError, match=match):
         radius_graph(r=1.0, **kwargs)
+    with pytest.raises(ValueError, match=match):
+        periodic_radius_graph(r=1.0, cell=torch.eye(3), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(cell=torch.zeros(3, 3)), "singular"),
+        (dict(cell=torch.eye(3).expand(2, 3, 3)), "2 matrices for 1 graphs"),
+        (dict(cell=None), "needs a cell; for graphs without one use radius_graph"),
+    ],
+)
+def test_bad_periodic_input_raises(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        periodic_radius_graph(torch.zeros(3, 3), 1.0, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [dict(cell=torch.eye(3)), dict(pbc=True), dict(cell=torch.eye(3), pbc=False)])
+def test_radius_graph_refuses_a_cell_and_names_periodic_radius_graph(kwargs):
+    """One return type: radius_graph never returns shifts, so a cell is an error that names the function that takes one."""
+    with pytest.raises(TypeError, match=r"periodic_radius_graph\(pos, r, cell, pbc, batch, \.\.\.\), which returns \(edge_index, shifts\)"):
+        radius_graph(torch.zeros(3, 3), 1.0, **kwargs)
+    # no periodic direction and no cell: an ordinary graph, a Tensor
+    assert isinstance(radius_graph(torch.rand(4, 3), 1.0, pbc=False), torch.Tensor)
+
+
+def _images_brute(pos: torch.Tensor, r: float, cell: torch.Tensor, pbc: list[bool]) -> set:
+    """Every (source j, centre i, shift) with 0 < |pos[j] + shift @ cell - pos[i]| < r, by loops over pairs and images.
+
+    Images up to ``ceil(r / plane spacing)`` cells away along each periodic direction: no image
+    further away can be within ``r`` of an atom inside the cell.
+    """
+    volume = abs(float(torch.linalg.det(cell)))
+    reach = []
+    for k in range(3):
+        height = volume / float(torch.linalg.cross(cell[(k + 1) % 3], cell[(k + 2) % 3]).norm())
+        reach.append(int(np.ceil(r / height)) if pbc[k] else 0)
+    ranges = [range(-m, m + 1) for m in reach]
+    found = set()
+    for shift in np.ndindex(*(len(x) for x in ranges)):
+        s = tuple(ranges[k][shift[k]] for k in range(3))
+        offset = torch.tensor(s, dtype=torch.float64) @ cell
+        for i in range(pos.shape[0]):
+            for j in range(pos.shape[0]):
+                d = float((pos[j] + offset - pos[i]).norm())
+                if 0 < d < r:
+                    found.add((j, i) + s)
+    return found
+
+
+def _minimum_image(pos: torch.Tensor, r: float, cell: torch.Tensor) -> set:
+    """A wrong neighbour list (the minimum-image convention): one image per pair, the nearest by fractional rounding."""
+    inv = torch.linalg.inv(cell)
+    found = set()
+    for i in range(pos.shape[0]):
+        for j in range(pos.shape[0]):
+            frac = (pos[j] - pos[i]) @ inv
+            s = -torch.round(frac)
+            d = float(((frac + s) @ cell).norm())
+            if 0 < d < r:
+                found.add((j, i) + tuple(int(v) for v in s.tolist()))
+    return found
+
+
+@pytest.mark.parametrize("pbc", [[True, True, True], [True, False, True]])
+@pytest.mark.parametrize("scale", [0.8, 1.6, 4.0])
+def test_periodic_radius_graph_matches_loops_over_images(scale, pbc):
+    """Cells smaller than the cutoff (an atom sees several images of each atom), about the cutoff, and larger."""
+    generator = torch.Generator().manual_seed(11)
+    r = 2.0
+    cell = random_cell(generator, scale)
+    pos = torch.rand(5, 3, generator=generator, dtype=torch.float64) @ cell
+    expected = _images_brute(pos, r, cell, pbc)
+    for backend in ["vesin", "brute"]:
+        edge_index, shifts = periodic_radius_graph(pos, r, cell, torch.tensor(pbc), backend=backend)
+        assert as_set(edge_index, shifts) == expected, backend
+        assert shifts.dtype == torch.long and edge_index.shape[1] == len(expected)
+
+
+def test_periodic_comparison_catches_a_minimum_image_list_negative_control():
+    """The comparison above can fail: the minimum-image convention misses images in a cell smaller than 2 r."""
+    generator = torch.Generator().manual_seed(11)
+    r = 2.0
+    cell = random_cell(generator, 1.6)
+    pos = torch.rand(5, 3, generator=generator, dtype=torch.float64) @ cell
+    wrong = _minimum_image(pos, r, cell)
+    got = as_set(*periodic_radius_graph(pos, r, cell))
+    assert wrong != got and wrong < got  # a strict subset: every minimum image is found, others are missing
+    assert got == _images_brute(pos, r, cell, [True, True, True])
 
 
 def test_large_protein_sized_input_runs():
@@ -255,8 +349,8 @@ def test_cuda_tensors_stay_on_their_device():
     cells = torch.stack([random_cell(generator, 2.0) for _ in range(2)])
     pos = torch.rand(8, 3, generator=generator, dtype=torch.float64)
     batch = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
-    expected = radius_graph(pos, 2.5, batch, cell=cells)
-    got = radius_graph(pos.cuda(), 2.5, batch.cuda(), cell=cells.cuda(), backend="vesin")
+    expected = periodic_radius_graph(pos, 2.5, cells, batch=batch)
+    got = periodic_radius_graph(pos.cuda(), 2.5, cells.cuda(), batch=batch.cuda(), backend="vesin")
     assert got[0].is_cuda and got[1].is_cuda
     assert torch.equal(got[0].cpu(), expected[0]) and torch.equal(got[1].cpu(), expected[1])
     vec = edge_vectors(pos.cuda().requires_grad_(), got[0], got[1], cells.cuda(), batch.cuda())
