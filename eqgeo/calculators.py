@@ -23,6 +23,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from torch_geometric.data import Data
 
 from .data import keys as K
+from .inference.checkpoint import WEIGHTS, read_checkpoint
 from .models import InteratomicPotential
 
 __all__ = ["EqgeoCalculator", "CHECKPOINT_WEIGHTS"]
@@ -30,7 +31,7 @@ __all__ = ["EqgeoCalculator", "CHECKPOINT_WEIGHTS"]
 #: Weight sets :meth:`EqgeoCalculator.from_checkpoint` can load from a run trained with an
 #: exponential moving average (``trainer.ema_decay``): ``"ema"`` the averaged weights (Lightning's
 #: ``state_dict``), ``"raw"`` the optimiser's weights (``current_model_state``).
-CHECKPOINT_WEIGHTS = ("ema", "raw")
+CHECKPOINT_WEIGHTS = WEIGHTS
 
 
 def _formula(numbers) -> str:
@@ -111,9 +112,10 @@ class EqgeoCalculator(Calculator):
     ) -> "EqgeoCalculator":
         """A calculator of the potential in a checkpoint written by ``eqgeo-train`` (``EnergyForcesTask``).
 
-        The model is rebuilt from the checkpoint's hyperparameters (architecture, species,
-        ``avg_num_neighbors``, energy statistics) and its ``model.*`` weights are loaded; the
-        file is read with ``torch.load(..., weights_only=True)`` only (no pickled code runs).
+        The model is rebuilt from the checkpoint's record: its ``_target_`` and arguments
+        (architecture, species, ``avg_num_neighbors``). Its ``model.*`` weights are then loaded,
+        energy statistics included. The file is read by :func:`eqgeo.inference.checkpoint.read_checkpoint`
+        with ``torch.load(..., weights_only=True)`` only, so no pickled code runs.
 
         Which weights: runs with ``trainer.ema_decay`` (the default) train with Lightning's
         ``EMAWeightAveraging``, which writes the averaged weights as the checkpoint's
@@ -137,8 +139,8 @@ class EqgeoCalculator(Calculator):
         Raises:
             FileNotFoundError: no file at ``path``.
             ValueError: unreadable or corrupt file, not an ``eqgeo-train`` checkpoint, a
-                checkpoint of another task (``PropertyTask``), or weights that do not fit the
-                model its hyperparameters describe.
+                checkpoint of another task (``PropertyTask``) or network (a PyG baseline), or
+                weights that do not fit the model its record describes.
 
         Example::
 
@@ -147,37 +149,26 @@ class EqgeoCalculator(Calculator):
         """
         if weights not in CHECKPOINT_WEIGHTS:
             raise ValueError(f"weights must be one of {CHECKPOINT_WEIGHTS}, got {weights!r}")
-        path = Path(path).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint {path} does not exist")
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # noqa: BLE001 - every unpickling failure means the same here
+        checkpoint = read_checkpoint(path)
+        if checkpoint.kind != "energy":
+            task = checkpoint.task["_target_"].rsplit(".", 1)[-1]
+            targets = f" (targets {list(checkpoint.task['targets'])})" if "targets" in checkpoint.task else ""
             raise ValueError(
-                f"checkpoint {path} cannot be read ({type(error).__name__}): it is truncated, corrupt or not an "
-                "eqgeo-train checkpoint (eqgeo loads checkpoints with torch.load(..., weights_only=True) only)"
-            ) from None
-        model_kwargs, statistics = _energy_forces_hparams(checkpoint, path)
-        try:
-            model = InteratomicPotential(**model_kwargs)
-        except TypeError as error:  # an argument this version of the model does not take
-            raise ValueError(f"checkpoint {path}: its model hyperparameters do not fit InteratomicPotential: {error}") from None
-        model.set_statistics(statistics["energy_shift"], statistics["energy_scale"])
-        try:
-            model.load_state_dict(_model_state(checkpoint, model, weights, path))
-        except RuntimeError as error:  # shapes that do not fit the hyperparameters
-            raise ValueError(f"checkpoint {path}: its weights do not fit the model its hyperparameters describe: {error}") from None
-        if model.embedding.species != [int(z) for z in model_kwargs["species"]]:
+                f"checkpoint {checkpoint.path} is a {task} checkpoint{targets}: EqgeoCalculator needs an interatomic "
+                "potential trained on energies and forces (eqgeo-train experiment=rmd17, task=energy_forces)"
+            )
+        model = checkpoint.build_model(weights)
+        if not isinstance(model, InteratomicPotential):
             raise ValueError(
-                f"checkpoint {path}: its weights are for species {model.embedding.species}, its hyperparameters "
-                f"say {model_kwargs['species']}"
+                f"checkpoint {checkpoint.path} holds a {checkpoint.model['_target_']} network; EqgeoCalculator runs "
+                "eqgeo's InteratomicPotential (eqgeo-train model=conv or model=transformer)"
             )
         calc = cls(model, device=device, dtype=dtype, **kwargs)
         calc.source = {
-            "checkpoint": str(path),
-            "weights": weights if "current_model_state" in checkpoint else "state_dict (trained without EMA)",
-            "epoch": checkpoint.get("epoch"),
-            "global_step": checkpoint.get("global_step"),
+            "checkpoint": str(checkpoint.path),
+            "weights": weights if checkpoint.trained_with_ema else "state_dict (trained without EMA)",
+            "epoch": checkpoint.contents.get("epoch"),
+            "global_step": checkpoint.contents.get("global_step"),
         }
         return calc
 
@@ -235,54 +226,3 @@ class EqgeoCalculator(Calculator):
     def __repr__(self) -> str:
         p = next(self.model.parameters())
         return f"{type(self).__name__}({self.model!r}, device={p.device}, dtype={p.dtype})"
-
-
-def _energy_forces_hparams(checkpoint, path: Path) -> tuple[dict, dict]:
-    """Model kwargs and energy statistics of an ``EnergyForcesTask`` checkpoint, or a clear error."""
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
-        keys = sorted(checkpoint)[:8] if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise ValueError(
-            f"checkpoint {path} has no state_dict and hyper_parameters ({keys}): not a checkpoint written by eqgeo-train"
-        )
-    hp = checkpoint["hyper_parameters"]
-    if "targets" in hp:
-        raise ValueError(
-            f"checkpoint {path} is a PropertyTask checkpoint (targets {list(hp['targets'])}): EqgeoCalculator needs an "
-            "interatomic potential trained on energies and forces (eqgeo-train experiment=rmd17, task=energy_forces)"
-        )
-    model_kwargs, statistics = hp.get("model"), hp.get("statistics")
-    if not isinstance(model_kwargs, dict) or "forces_weight" not in hp or not isinstance(statistics, dict) \
-            or "energy_shift" not in statistics:
-        raise ValueError(
-            f"checkpoint {path} is not an EnergyForcesTask checkpoint (hyperparameters {sorted(hp)}): EqgeoCalculator "
-            "needs an interatomic potential trained with eqgeo-train task=energy_forces"
-        )
-    model_kwargs = dict(model_kwargs)
-    name = model_kwargs.pop("name", "eqgeo")  # eqgeo-train's model.name: which network the run trained
-    if name != "eqgeo":
-        raise ValueError(
-            f"checkpoint {path} holds a {name!r} network (model.name={name}); EqgeoCalculator runs eqgeo's "
-            "InteratomicPotential (eqgeo-train model=conv or model=transformer)"
-        )
-    return model_kwargs, statistics
-
-
-def _model_state(checkpoint: dict, model: InteratomicPotential, weights: str, path: Path) -> dict:
-    """The model's ``state_dict``: parameters of the chosen weight set, buffers of the raw state."""
-    averaged = checkpoint["state_dict"]
-    raw = checkpoint.get("current_model_state", averaged)
-    chosen = averaged if weights == "ema" else raw
-    parameters = {name for name, _ in model.named_parameters()}
-    state = {}
-    for name in model.state_dict():
-        source = chosen if name in parameters else raw
-        key = f"model.{name}"
-        if key not in source:
-            raise ValueError(
-                f"checkpoint {path} lacks {key}: its weights do not fit the model its hyperparameters describe"
-            )
-        state[name] = source[key]
-    extra = sorted(k for k in chosen if k.startswith("model.") and k[6:] not in state)
-    if extra:
-        raise ValueError(f"checkpoint {path} has weights the model does not know: {extra[:5]}")
-    return state

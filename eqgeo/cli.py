@@ -67,9 +67,9 @@ def train() -> None:
 
 
 def evaluate(argv: Optional[list[str]] = None) -> int:
-    """``eqgeo-evaluate CHECKPOINT DATA`` (see :mod:`eqgeo.training.evaluate`)."""
+    """``eqgeo-evaluate CHECKPOINT DATA`` (see :mod:`eqgeo.inference.evaluate`)."""
     configure_process()
-    from .training.evaluate import main
+    from .inference.evaluate import main
 
     return main(argv)
 

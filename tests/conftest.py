@@ -55,6 +55,13 @@ def shared_data() -> Path:
     return shared_path()
 
 
+@pytest.fixture
+def shared_data_env(shared_data, monkeypatch):
+    """``EQGEO_SHARED_DATA`` pointing at the shared data, which the rMD17 and docking configs read."""
+    monkeypatch.setenv("EQGEO_SHARED_DATA", str(shared_data))
+    return shared_data
+
+
 def pytest_collection_modifyitems(config, items):
     keep, drop = [], []
     for item in items:

@@ -5,12 +5,12 @@ built at the model's cutoff when absent) and return a dict of outputs in physica
 normalisation statistics they need are buffers of their ``state_dict``.
 
 PyG's SchNet and ViSNet run as baselines behind the same interfaces (:mod:`eqgeo.models.baselines`);
-:func:`build_model` picks a network by name.
+``eqgeo-train`` builds each from its config's ``_target_``.
 """
 
 from ._common import LAYERS, PARITIES, SpeciesEmbedding, InteractionStack, hidden_irreps
 from .architecture import Architecture
-from .baselines import MODELS, MODES, SchNetBaseline, ViSNetBaseline, build_model
+from .baselines import MODES, SchNetBaseline, ViSNetBaseline
 from .docking import DOCKING_SPECIES, DockingModel
 from .potential import InteratomicPotential
 from .property import DEBYE_PER_E_ANGSTROM, PropertyModel
@@ -22,9 +22,7 @@ __all__ = [
     "DockingModel",
     "SchNetBaseline",
     "ViSNetBaseline",
-    "build_model",
     "Architecture",
-    "MODELS",
     "MODES",
     "InteractionStack",
     "SpeciesEmbedding",

@@ -16,8 +16,8 @@
   :class:`~eqgeo.models.InteratomicPotential` (float64 energies with per-species shifts,
   forces ``-dE/dpos``).
 
-:func:`build_model` picks eqgeo's own network or a baseline by name (``model.name`` in
-``eqgeo-train``'s configs).
+``eqgeo-train`` builds them from their configs' ``_target_`` (``model=schnet``, ``model=visnet``),
+with ``mode`` from the task (``${task.kind}``).
 """
 
 from __future__ import annotations
@@ -42,16 +42,12 @@ __all__ = [
     "NeighborListDistance",
     "SchNetBaseline",
     "ViSNetBaseline",
-    "build_model",
-    "MODELS",
     "MODES",
 ]
 
 #: What a network predicts: ``"property"`` (graph targets, as :class:`~eqgeo.models.PropertyModel`)
 #: or ``"energy"`` (energies and forces, as :class:`~eqgeo.models.InteratomicPotential`).
 MODES = ("property", "energy")
-#: Networks that :func:`build_model` builds: eqgeo's own and PyG's baselines.
-MODELS = ("eqgeo", "schnet", "visnet")
 # PyG's SchNet and ViSNet embed atomic numbers in a table of 100 rows.
 _MAX_Z = 100
 
@@ -455,27 +451,3 @@ class ViSNetBaseline(_PyGBaseline):
             f"hidden_channels={r.hidden_channels}, num_layers={r.num_layers}, num_heads={r.num_heads}, "
             f"num_rbf={r.num_rbf}, lmax={r.lmax}"
         )
-
-
-def build_model(mode: str, name: str = "eqgeo", **kwargs) -> torch.nn.Module:
-    """The network named ``name`` (one of :data:`MODELS`) for ``mode`` (one of :data:`MODES`).
-
-    ``"eqgeo"``: :class:`~eqgeo.models.PropertyModel` (``mode="property"``) or
-    :class:`~eqgeo.models.InteratomicPotential` (``mode="energy"``); ``"schnet"`` /
-    ``"visnet"``: :class:`SchNetBaseline` / :class:`ViSNetBaseline` in that mode. ``kwargs`` are
-    the constructor's arguments (an unknown one raises). ``eqgeo-train`` calls this with
-    ``model.name`` and the rest of the ``model`` config.
-
-    Example:
-        >>> build_model("energy", "schnet", species=[1, 6], hidden_channels=8, num_filters=8, num_interactions=1)
-        SchNetBaseline(species=[1, 6], energy and forces, hidden_channels=8, num_filters=8, num_interactions=1, num_gaussians=50, cutoff=5, 1529 weights)
-    """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if name == "eqgeo":
-        return PropertyModel(**kwargs) if mode == "property" else InteratomicPotential(**kwargs)
-    if name == "schnet":
-        return SchNetBaseline(mode=mode, **kwargs)
-    if name == "visnet":
-        return ViSNetBaseline(mode=mode, **kwargs)
-    raise ValueError(f"model name must be one of {MODELS}, got {name!r}")

@@ -40,7 +40,7 @@ from ..inference.docking import (
     pose_graph,
 )
 from ..models import DOCKING_SPECIES, DockingModel
-from .tasks import adam_with_plateau
+from .tasks import RecordedTask, adam_with_plateau
 
 __all__ = ["sample_training_pose", "DockingDataModule", "DockingTask", "ASTEX_DUPLICATES"]
 
@@ -241,7 +241,7 @@ class DockingDataModule(L.LightningDataModule):
 
 
 # ---------------------------------------------------------------------------------- task
-class DockingTask(L.LightningModule):
+class DockingTask(RecordedTask):
     """Trains :class:`~eqgeo.models.DockingModel` to undo pose moves; tests both docking tracks
     (:mod:`eqgeo.inference.docking`), one test complex per step.
 
@@ -249,14 +249,15 @@ class DockingTask(L.LightningModule):
     with ``s`` the spread of the training moves (from the data module's statistics).
 
     Args:
-        model: architecture arguments of :class:`~eqgeo.models.DockingModel` plus ``species``
-            and ``avg_num_neighbors``.
+        model: the model config: ``_target_`` (:class:`~eqgeo.models.DockingModel`) and its
+            arguments, with ``species`` and ``avg_num_neighbors``.
         statistics: ``{"translation_scale", "rotation_scale", "torsion_scale"}``.
         confidence_weight: weight of the confidence loss.
         refine_steps, step_size: test-time refinement (:func:`~eqgeo.inference.docking.refine`).
         lr, weight_decay, lr_factor, lr_patience: Adam and ReduceLROnPlateau on ``val/loss``.
     """
 
+    kind = "docking"
     units = {"translation": "Å", "rotation": "rad", "torsion": "rad"}
 
     def __init__(
@@ -273,12 +274,22 @@ class DockingTask(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.model = DockingModel(**model)
+        self.model = self.build_model(model)
+        if not isinstance(self.model, DockingModel):
+            raise ValueError(f"task=docking trains eqgeo's DockingModel (model=conv or model=transformer), "
+                             f"not {model.get('_target_')}")
         if statistics is not None:
             self.model.set_statistics(statistics["translation_scale"], statistics["rotation_scale"], statistics["torsion_scale"])
         self.history: list[dict] = []
         self._val: dict[str, list[Tensor]] = {}
         self._test_rmsds: list[dict[str, list[float]]] = []  # per test complex, for the epoch's metrics
+
+    @classmethod
+    def data_arguments(cls, dm, config: dict) -> dict:
+        """The spreads of the training moves, which scale the loss."""
+        if not isinstance(dm, DockingDataModule):
+            raise ValueError(f"task=docking needs protein-ligand complexes (data=astex), got data={type(dm).__name__}")
+        return {"statistics": {k: dm.statistics[k] for k in ("translation_scale", "rotation_scale", "torsion_scale")}}
 
     def configure_optimizers(self):
         return adam_with_plateau(self)

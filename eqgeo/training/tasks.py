@@ -1,30 +1,26 @@
 """Lightning tasks: loss, metrics and optimiser around a plain eqgeo model.
 
-The network is an ordinary ``torch.nn.Module`` from :mod:`eqgeo.models`, built from the
-architecture arguments and the training-data statistics, both stored as hyperparameters (plain
-numbers and lists), so a checkpoint rebuilds the model with ``Task.load_from_checkpoint`` and
-loads with ``torch.load(..., weights_only=True)``.
+The network is an ordinary ``torch.nn.Module`` (:mod:`eqgeo.models`), built by
+:func:`~eqgeo.inference.checkpoint.instantiate_model` from the model config's ``_target_`` and
+arguments plus the training-data statistics. All of these are plain numbers and lists, stored as
+hyperparameters. Every checkpoint also records the task's and the model's ``_target_`` and
+arguments (:mod:`eqgeo.inference.checkpoint`), so :func:`~eqgeo.inference.checkpoint.load_model`
+rebuilds the network without this package. Each task computes its statistics from the data
+module itself (:meth:`data_arguments`), so no caller has to know which task it runs.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import lightning as L
 import torch
 
 from ..data import keys as K
-from ..models import build_model
+from ..inference.checkpoint import FORMAT, RECORD_KEY, instantiate_model, qualified_name
+from ..inference.metrics import ENERGY_UNITS, ErrorSums, atoms_per_graph, display_unit, energy_errors, property_errors
 
-__all__ = ["PropertyTask", "EnergyForcesTask", "display_unit"]
-
-# Targets in eV are reported in meV (as QM9 and rMD17 papers do).
-_DISPLAY = {"eV": ("meV", 1000.0), "eV/atom": ("meV/atom", 1000.0), "eV/Å": ("meV/Å", 1000.0)}
-
-
-def display_unit(unit: str) -> tuple[str, float]:
-    """The unit a metric in ``unit`` is reported in, and the factor to it."""
-    return _DISPLAY.get(unit, (unit, 1.0))
+__all__ = ["PropertyTask", "EnergyForcesTask", "display_unit", "adam", "adam_with_plateau", "RecordedTask"]
 
 
 def adam(params, **options) -> torch.optim.Adam:
@@ -45,52 +41,36 @@ def adam_with_plateau(task: L.LightningModule) -> dict:
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss"}}
 
 
-class _Sums:
-    """Sums of absolute and squared errors over an epoch, per metric (exact, not batch-averaged), and
-    of the loss weighted by graphs. Under DDP each process sums its own shard; :meth:`total` adds the
-    shards up, so the metrics are those of the whole split."""
+class RecordedTask(L.LightningModule):
+    """A task whose checkpoints record what built them (:mod:`eqgeo.inference.checkpoint`).
 
-    def __init__(self) -> None:
-        self.abs: dict[str, float] = {}
-        self.sq: dict[str, float] = {}
-        self.n: dict[str, int] = {}
-        self.loss, self.graphs = 0.0, 0
+    Subclasses set :attr:`kind` and build their network with :meth:`build_model`.
+    """
 
-    def add(self, name: str, error: torch.Tensor) -> None:
-        e = error.detach().to(torch.float64)
-        self.abs[name] = self.abs.get(name, 0.0) + e.abs().sum().item()
-        self.sq[name] = self.sq.get(name, 0.0) + e.square().sum().item()
-        self.n[name] = self.n.get(name, 0) + e.numel()
+    #: What the task's model predicts (one of :data:`eqgeo.inference.checkpoint.KINDS`).
+    kind: str = ""
 
-    def add_loss(self, loss: torch.Tensor, graphs: int) -> None:
-        """A batch's mean loss over its ``graphs`` graphs (the epoch loss is the mean over all graphs)."""
-        self.loss += loss.detach().to(torch.float64).item() * graphs
-        self.graphs += graphs
+    def build_model(self, config: dict, **extra) -> torch.nn.Module:
+        """The network of the model config ``config`` (``_target_`` and arguments) with the task's ``extra``
+        arguments; its complete config is what checkpoints record."""
+        model, self.model_config = instantiate_model(config, **extra)
+        return model
 
-    def total(self, names: Sequence[str], all_reduce: Callable[[torch.Tensor], torch.Tensor]) -> "_Sums":
-        """The sums over all processes: ``all_reduce`` sums a float64 tensor across them (identity in one
-        process). ``names`` fixes the layout, the same in every process even where a shard missed a name."""
-        local = [[self.abs.get(k, 0.0), self.sq.get(k, 0.0), float(self.n.get(k, 0))] for k in names]
-        summed = all_reduce(torch.tensor(local + [[self.loss, float(self.graphs), 0.0]], dtype=torch.float64))
-        out = _Sums()
-        for k, (a, s, n) in zip(names, summed.tolist()):
-            out.abs[k], out.sq[k], out.n[k] = a, s, int(n)
-        out.loss, out.graphs = summed[-1, 0].item(), int(summed[-1, 1].item())
-        return out
-
-    def results(self) -> dict[str, tuple[float, float]]:
-        return {k: (self.abs[k] / self.n[k], (self.sq[k] / self.n[k]) ** 0.5) for k in self.n if self.n[k]}
-
-    def mean_loss(self) -> Optional[float]:
-        return self.loss / self.graphs if self.graphs else None
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[RECORD_KEY] = {
+            "format": FORMAT,
+            "kind": self.kind,
+            "task": {"_target_": qualified_name(type(self)), **dict(self.hparams)},
+            "model": dict(self.model_config),
+        }
 
 
-class _Task(L.LightningModule):
+class _Task(RecordedTask):
     units: dict[str, str] = {}
 
     def __init__(self, lr: float, weight_decay: float, lr_factor: float, lr_patience: int) -> None:
         super().__init__()
-        self._sums: dict[str, _Sums] = {}
+        self.sums: dict[str, ErrorSums] = {}
         self.history: list[dict] = []
 
     def configure_optimizers(self):
@@ -100,14 +80,14 @@ class _Task(L.LightningModule):
         return self.model(batch)
 
     # ------------------------------------------------------------------ metrics
-    def _stage_sums(self, stage: str) -> _Sums:
-        return self._sums.setdefault(stage, _Sums())
+    def _stage_sums(self, stage: str) -> ErrorSums:
+        return self.sums.setdefault(stage, ErrorSums())
 
     def on_validation_epoch_start(self) -> None:
-        self._sums["val"] = _Sums()
+        self.sums["val"] = ErrorSums()
 
     def on_test_epoch_start(self) -> None:
-        self._sums["test"] = _Sums()
+        self.sums["test"] = ErrorSums()
 
     def _all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
         return self.trainer.strategy.reduce(tensor.to(self.device), reduce_op="sum").cpu()
@@ -120,10 +100,7 @@ class _Task(L.LightningModule):
         logged = {}
         if stage == "val" and sums.mean_loss() is not None:
             logged["val/loss"] = sums.mean_loss()
-        for name, (mae, rmse) in sums.results().items():
-            unit, factor = display_unit(self.units[name])
-            logged[f"{stage}/{name}_mae"] = mae * factor
-            logged[f"{stage}/{name}_rmse"] = rmse * factor
+        logged.update(sums.metrics(self.units, prefix=f"{stage}/"))
         for key, value in logged.items():
             # equal in every process already: "max" syncs without changing the value (no averaging)
             self.log(key, value, prog_bar=key.endswith("_mae") and stage == "val", sync_dist=True, reduce_fx="max")
@@ -144,26 +121,41 @@ class _Task(L.LightningModule):
             out[f"{name}_mae"] = out[f"{name}_rmse"] = shown
         return out
 
+    def errors(self, batch) -> dict[str, torch.Tensor]:
+        """The errors of one batch, by metric name (what validation and test add up)."""
+        raise NotImplementedError
+
+    def loss(self, batch, errors: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The training loss of one batch from its :meth:`errors`."""
+        raise NotImplementedError
+
+    def _step(self, batch, stage: Optional[str]) -> torch.Tensor:
+        errors = self.errors(batch)
+        if stage is not None:
+            self._stage_sums(stage).add_all(errors)
+        return self.loss(batch, errors)
+
     def training_step(self, batch, batch_idx):
-        loss = self._loss(batch, None)
+        loss = self._step(batch, None)
         self.log("train/loss", loss, batch_size=batch.num_graphs, on_step=True, on_epoch=True, prog_bar=True,
                  sync_dist=True)  # under DDP: the mean over processes (their shards repeat a few graphs)
         return loss
 
     def validation_step(self, batch, batch_idx):
-        loss = self._loss(batch, "val")
+        loss = self._step(batch, "val")
         self._stage_sums("val").add_loss(loss, batch.num_graphs)  # logged as val/loss at the epoch's end
 
     def test_step(self, batch, batch_idx):
-        self._loss(batch, "test")
+        self._step(batch, "test")
 
 
 class PropertyTask(_Task):
     """Graph properties (QM9): L1 or L2 loss on normalised targets, MAE in the targets' units.
 
     Args:
-        model: architecture arguments of :class:`~eqgeo.models.PropertyModel` plus ``species``
-            and ``avg_num_neighbors`` (from the training data).
+        model: the model config: ``_target_`` (:class:`~eqgeo.models.PropertyModel` or a PyG
+            baseline) and its arguments, with ``species`` and ``avg_num_neighbors`` from the
+            training data. The task adds ``num_targets`` and ``reduce``.
         targets: names of the predicted targets, columns of ``data.y`` named by ``target_names``.
         target_names, target_units: the dataset's column names and units.
         reduce: ``"sum"`` (extensive) or ``"mean"``.
@@ -172,6 +164,8 @@ class PropertyTask(_Task):
             :meth:`~eqgeo.models.PropertyModel.fit_statistics`); ``None`` leaves 0 and 1.
         lr, weight_decay, lr_factor, lr_patience: Adam and ReduceLROnPlateau on ``val/loss``.
     """
+
+    kind = "property"
 
     def __init__(
         self,
@@ -196,24 +190,42 @@ class PropertyTask(_Task):
         self.save_hyperparameters()
         self.columns = [list(target_names).index(t) for t in targets]
         self.units = {t: target_units[c] for t, c in zip(targets, self.columns)}
-        self.model = build_model("property", num_targets=len(targets), reduce=reduce, **model)  # model.name picks it
+        self.model = self.build_model(model, num_targets=len(targets), reduce=reduce)
         if statistics is not None:
             self.model.set_statistics(statistics["mean"], statistics["std"])
 
-    def _loss(self, batch, stage: Optional[str]) -> torch.Tensor:
-        pred = self.model(batch)["y"]
-        y = batch[K.TARGET][:, self.columns].to(pred.dtype)
-        scale = self.model.target_std.to(pred.dtype)
-        counts = torch.bincount(batch.batch, minlength=batch.num_graphs).to(pred.dtype)[:, None]
-        scale = torch.where(self.model.sum_mask, scale * counts, scale)
-        err = (pred - y) / scale
-        if stage is not None:
-            for k, name in enumerate(self.hparams.targets):
-                self._stage_sums(stage).add(name, pred[:, k] - y[:, k])
+    @classmethod
+    def data_arguments(cls, dm, config: dict) -> dict:
+        """The arguments that come from the training data: the dataset's target names and units, and
+        the mean and spread of the chosen targets over the training molecules."""
+        from ..models.property import target_statistics
+        from .datamodules import QM9DataModule
+
+        if not isinstance(dm, QM9DataModule):
+            raise ValueError(f"task=property needs graph targets (data=qm9), got data={type(dm).__name__}")
+        unknown = [t for t in config["targets"] if t not in dm.target_names]
+        if unknown:
+            raise ValueError(f"task.targets: unknown {unknown}; QM9 targets are {list(dm.target_names)}")
+        stats = dm.statistics
+        columns = [dm.target_names.index(t) for t in config["targets"]]
+        reduces = [config.get("reduce", "mean")] * len(columns)
+        mean, std = target_statistics(stats["y"][:, columns], stats["num_atoms"], reduces)
+        return {"target_names": list(dm.target_names), "target_units": list(dm.target_units),
+                "statistics": {"mean": mean.tolist(), "std": std.tolist()}}
+
+    def errors(self, batch) -> dict[str, torch.Tensor]:
+        return property_errors(self.model(batch)["y"], batch, self.columns, self.hparams.targets)
+
+    def loss(self, batch, errors: dict[str, torch.Tensor]) -> torch.Tensor:
+        err = torch.stack([errors[t] for t in self.hparams.targets], dim=1)
+        scale = self.model.target_std.to(err.dtype)
+        scale = torch.where(self.model.sum_mask, scale * atoms_per_graph(batch, err.dtype)[:, None], scale)
+        err = err / scale
         return err.abs().mean() if self.hparams.loss == "l1" else err.square().mean()
 
     def predictions(self, batch) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """``{target: (true, predicted)}`` of one batch, for parity plots."""
+
         with torch.no_grad():
             pred = self.model(batch)["y"]
         y = batch[K.TARGET][:, self.columns]
@@ -224,15 +236,16 @@ class EnergyForcesTask(_Task):
     """Energies and forces: ``w_E MSE(E / N) + w_F MSE(F)``; energy MAE (meV, meV/atom), force MAE (meV/Å).
 
     Args:
-        model: architecture arguments of :class:`~eqgeo.models.InteratomicPotential` plus
-            ``species`` and ``avg_num_neighbors``.
+        model: the model config: ``_target_`` (:class:`~eqgeo.models.InteratomicPotential` or a
+            PyG baseline) and its arguments, with ``species`` and ``avg_num_neighbors``.
         energy_weight, forces_weight: loss weights.
         statistics: ``{"energy_shift": [...], "energy_scale": float}`` (see
             :func:`eqgeo.models.dataset_statistics`).
         lr, weight_decay, lr_factor, lr_patience: Adam and ReduceLROnPlateau on ``val/loss``.
     """
 
-    units = {"energy": "eV", "energy_per_atom": "eV/atom", "forces": "eV/Å"}
+    kind = "energy"
+    units = ENERGY_UNITS
 
     def __init__(
         self,
@@ -247,26 +260,29 @@ class EnergyForcesTask(_Task):
     ) -> None:
         super().__init__(lr, weight_decay, lr_factor, lr_patience)
         self.save_hyperparameters()
-        self.model = build_model("energy", **model)  # model.name: eqgeo (InteratomicPotential), schnet, visnet
+        self.model = self.build_model(model)
         if statistics is not None:
             self.model.set_statistics(statistics["energy_shift"], statistics["energy_scale"])
 
-    def _loss(self, batch, stage: Optional[str]) -> torch.Tensor:
-        out = self.model(batch)
-        energy = batch[K.ENERGY].to(torch.float64).reshape(-1)
-        counts = torch.bincount(batch.batch, minlength=batch.num_graphs).to(torch.float64)
-        de = out["energy"] - energy
-        df = out["forces"] - batch[K.FORCES].to(out["forces"].dtype)
-        if stage is not None:
-            sums = self._stage_sums(stage)
-            sums.add("energy", de)
-            sums.add("energy_per_atom", de / counts)
-            sums.add("forces", df)
-        loss = self.hparams.energy_weight * (de / counts).square().mean() + self.hparams.forces_weight * df.square().mean()
-        return loss.to(out["forces"].dtype)
+    @classmethod
+    def data_arguments(cls, dm, config: dict) -> dict:
+        """The energy shifts and scale of the training frames (:func:`eqgeo.models.dataset_statistics`)."""
+        stats = dm.statistics
+        if "energy_shift" not in stats:
+            raise ValueError(f"task=energy_forces needs energies and forces (data=rmd17), got data={type(dm).__name__}")
+        return {"statistics": {"energy_shift": stats["energy_shift"].tolist(), "energy_scale": float(stats["energy_scale"])}}
+
+    def errors(self, batch) -> dict[str, torch.Tensor]:
+        return energy_errors(self.model(batch), batch)
+
+    def loss(self, batch, errors: dict[str, torch.Tensor]) -> torch.Tensor:
+        df = errors["forces"]
+        loss = self.hparams.energy_weight * errors["energy_per_atom"].square().mean() + self.hparams.forces_weight * df.square().mean()
+        return loss.to(df.dtype)
 
     def predictions(self, batch) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """``{"energy": (true, predicted), "forces": ...}`` of one batch, for parity plots."""
+
         out = self.model(batch)
         return {
             "energy": (batch[K.ENERGY].reshape(-1), out["energy"].detach()),

@@ -39,12 +39,10 @@ from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from ..models.property import target_statistics
+from ..inference.checkpoint import read_checkpoint
 from .callbacks import EpochMarker
-from .datamodules import QM9DataModule
-from .docking import DockingDataModule, DockingTask
 from .plots import learning_curves, parity_plot
-from .tasks import EnergyForcesTask, PropertyTask
+from .tasks import RecordedTask
 
 __all__ = ["train", "main"]
 
@@ -52,60 +50,32 @@ log = logging.getLogger(__name__)
 _DTYPES = {"float32": "32-true", "float64": "64-true"}
 
 
-def _model_kwargs(cfg: DictConfig, statistics: dict) -> dict:
-    kwargs = OmegaConf.to_container(cfg.model, resolve=True)
-    kwargs["species"] = [int(z) for z in statistics["species"]]
-    kwargs["avg_num_neighbors"] = float(statistics["avg_num_neighbors"])
-    return kwargs
+#: Keys of a task config that the model configs read (``${task.kind}``, ``${task.network}``) to pick the
+#: network the task trains; they are not arguments of the task.
+_MODEL_SELECTION = ("kind", "network")
 
 
-def _build_task(cfg: DictConfig, dm) -> L.LightningModule:
-    """The task of ``cfg.task`` with the model's architecture and the training-data statistics."""
-    stats = dm.statistics
-    task_cfg = OmegaConf.to_container(cfg.task, resolve=True)
-    target = task_cfg.pop("_target_")
-    model = _model_kwargs(cfg, stats)
-    if target.endswith("PropertyTask"):
-        if not isinstance(dm, QM9DataModule):
-            raise ValueError(f"task=property needs graph targets (data=qm9), got data={type(dm).__name__}")
-        unknown = [t for t in task_cfg["targets"] if t not in dm.target_names]
-        if unknown:
-            raise ValueError(f"task.targets: unknown {unknown}; QM9 targets are {list(dm.target_names)}")
-        columns = [dm.target_names.index(t) for t in task_cfg["targets"]]
-        reduces = [task_cfg["reduce"]] * len(columns)
-        mean, std = target_statistics(stats["y"][:, columns], stats["num_atoms"], reduces)
-        statistics = {"mean": mean.tolist(), "std": std.tolist()}
-        return PropertyTask(model, target_names=list(dm.target_names), target_units=list(dm.target_units),
-                            statistics=statistics, **task_cfg)
-    if target.endswith("EnergyForcesTask"):
-        if "energy_shift" not in stats:
-            raise ValueError(f"task=energy_forces needs energies and forces (data=rmd17), got data={type(dm).__name__}")
-        statistics = {"energy_shift": stats["energy_shift"].tolist(), "energy_scale": float(stats["energy_scale"])}
-        return EnergyForcesTask(model, statistics=statistics, **task_cfg)
-    if target.endswith("DockingTask"):
-        if not isinstance(dm, DockingDataModule):
-            raise ValueError(f"task=docking needs protein-ligand complexes (data=astex), got data={type(dm).__name__}")
-        if model.pop("name", "eqgeo") != "eqgeo":
-            raise ValueError(f"task=docking runs eqgeo's DockingModel (model=conv or model=transformer), not model.name={cfg.model.name}")
-        statistics = {k: stats[k] for k in ("translation_scale", "rotation_scale", "torsion_scale")}
-        return DockingTask(model, statistics=statistics, **task_cfg)
-    raise ValueError(f"unknown task {target!r}")
+def _model_config(cfg: DictConfig, statistics: dict) -> dict:
+    """The model config (``_target_`` and arguments) with the species and neighbour count of the training data."""
+    config = OmegaConf.to_container(cfg.model, resolve=True)
+    config["species"] = [int(z) for z in statistics["species"]]
+    config["avg_num_neighbors"] = float(statistics["avg_num_neighbors"])
+    return config
 
 
-def _check_checkpoint(path: Path) -> None:
-    """A resumable checkpoint: exists, loads with ``weights_only=True``, has weights and loop state."""
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; set ckpt_path=<run dir>/checkpoints/last.ckpt")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure means the same thing here
-        raise ValueError(
-            f"checkpoint {path} cannot be read ({type(error).__name__}): it is truncated, corrupt or not an "
-            "eqgeo/Lightning checkpoint (eqgeo loads checkpoints with weights_only=True only)"
-        ) from None
-    missing = [k for k in ("state_dict", "hyper_parameters", "loops") if k not in checkpoint]
-    if missing:
-        raise ValueError(f"checkpoint {path} lacks {missing}: not a checkpoint written by eqgeo-train")
+def _build_task(cfg: DictConfig, dm) -> RecordedTask:
+    """The task of ``cfg.task``, built by Hydra from its ``_target_``, with the model config and the
+    arguments the task takes from the training data (its ``data_arguments``)."""
+    config = OmegaConf.to_container(cfg.task, resolve=True)
+    for key in _MODEL_SELECTION:
+        config.pop(key, None)
+    cls = hydra.utils.get_class(config["_target_"])
+    if not (isinstance(cls, type) and issubclass(cls, RecordedTask)):
+        raise ValueError(f"task _target_ {config['_target_']} is not an eqgeo task (eqgeo.training.tasks.RecordedTask)")
+    arguments = {k: v for k, v in config.items() if k != "_target_"}
+    from_data = cls.data_arguments(dm, arguments)
+    return hydra.utils.instantiate(config, model=_model_config(cfg, dm.statistics), **from_data,
+                                   _recursive_=False, _convert_="all")
 
 
 def _config_hash(cfg: DictConfig) -> str:
@@ -393,7 +363,7 @@ def train(cfg: DictConfig) -> dict:
 
     Under DDP (``trainer.devices=N trainer.strategy=ddp``, ``trainer.num_nodes``) every process
     trains on its shard of the training set; validation and test metrics are exact over the whole
-    split (each sample evaluated once, sums all-reduced, see :class:`~eqgeo.training.tasks._Sums`);
+    split (each sample evaluated once, sums all-reduced, see :class:`~eqgeo.inference.metrics.ErrorSums`);
     only global rank 0 writes the files, and every process returns the same metrics.
     """
     start = time.time()
@@ -407,7 +377,7 @@ def train(cfg: DictConfig) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.ckpt_path is not None:
-        _check_checkpoint(Path(cfg.ckpt_path))
+        read_checkpoint(cfg.ckpt_path, resumable=True)
 
     try:
         dm = hydra.utils.instantiate(cfg.data)

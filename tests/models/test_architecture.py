@@ -51,7 +51,7 @@ def test_hydra_model_configs_are_architecture_arguments(name):
     keys = set()
     for part in (["conv"] if name == "conv" else ["conv", name]):
         keys |= set(OmegaConf.load(CONF / f"{part}.yaml").keys())
-    keys -= {"name", "defaults"}
+    keys -= {"_target_", "defaults"}
     assert keys and keys <= set(Architecture.names())
 
 

@@ -10,7 +10,8 @@ from torch_geometric.nn.models import SchNet, ViSNet
 from torch_geometric.nn.models.visnet import GatedEquivariantBlock
 
 import eqgeo.models.baselines as baselines
-from eqgeo.models import InteratomicPotential, PropertyModel, SchNetBaseline, ViSNetBaseline, build_model
+from eqgeo.inference.checkpoint import instantiate_model
+from eqgeo.models import InteratomicPotential, PropertyModel, SchNetBaseline, ViSNetBaseline
 from eqgeo.models.baselines import NeighborListDistance, NeighborListInteractionGraph
 
 from ._mixin import GRAPH, NODE, EnergyModelTests, ModelTestsMixin, random_molecules
@@ -280,26 +281,41 @@ def test_neighbor_modules_return_what_pyg_modules_return():
     assert torch.bincount(edge_index[1], minlength=data.num_nodes).max() <= k
 
 
-# ------------------------------------------------------------------ build_model and errors
+# ------------------------------------------------------------------ building from a config, and errors
 
 
-def test_build_model_picks_the_network():
+def test_networks_are_built_from_their_config_target():
+    """eqgeo-train builds every network from its model config's _target_ (instantiate_model): eqgeo's own
+    and the PyG baselines alike, with the mode the task gives the baselines."""
     common = {"species": SPECIES, "avg_num_neighbors": 3.0, "cutoff": CUTOFF}
     eq = {"channels": 4, "lmax": 1, "num_layers": 1, "radial_hidden": 8}
-    assert type(build_model("property", num_targets=1, **common, **eq)) is PropertyModel
-    assert type(build_model("energy", "eqgeo", **common, **eq)) is InteratomicPotential
-    schnet = build_model("property", "schnet", num_targets=2, reduce="mean", **common, **HYPER[SchNetBaseline])
+    model, config = instantiate_model({"_target_": "eqgeo.models.PropertyModel", **common, **eq}, num_targets=1)
+    assert type(model) is PropertyModel and config == {"_target_": "eqgeo.models.PropertyModel", **common, **eq,
+                                                       "num_targets": 1}
+    model, _ = instantiate_model({"_target_": "eqgeo.models.InteratomicPotential", **common, **eq})
+    assert type(model) is InteratomicPotential
+    schnet, _ = instantiate_model({"_target_": "eqgeo.models.SchNetBaseline", "mode": "property", **common,
+                                   **HYPER[SchNetBaseline]}, num_targets=2, reduce="mean")
     assert type(schnet) is SchNetBaseline and schnet.mode == "property" and schnet.num_targets == 2
-    visnet = build_model("energy", "visnet", **common, **HYPER[ViSNetBaseline])
+    visnet, _ = instantiate_model({"_target_": "eqgeo.models.ViSNetBaseline", "mode": "energy", **common,
+                                   **HYPER[ViSNetBaseline]})
     assert type(visnet) is ViSNetBaseline and visnet.mode == "energy" and visnet.avg_num_neighbors == 3.0
     assert isinstance(visnet.net.representation_model.distance, NeighborListDistance)
-    assert isinstance(build_model("energy", "schnet", species=SPECIES).net.interaction_graph, NeighborListInteractionGraph)
-    with pytest.raises(ValueError, match="model name must be one of"):
-        build_model("energy", "dimenet", species=SPECIES)
+    schnet, _ = instantiate_model({"_target_": "eqgeo.models.SchNetBaseline", "mode": "energy", "species": SPECIES})
+    assert isinstance(schnet.net.interaction_graph, NeighborListInteractionGraph)
+    with pytest.raises(ValueError, match="'eqgeo.models.DimeNet' is not a class that can be imported"):
+        instantiate_model({"_target_": "eqgeo.models.DimeNet", "species": SPECIES})
+    with pytest.raises(ValueError, match="is not a torch.nn.Module class"):
+        instantiate_model({"_target_": "pathlib.Path", "species": SPECIES})
+    with pytest.raises(ValueError, match="needs _target_"):
+        instantiate_model({"species": SPECIES})
     with pytest.raises(ValueError, match="mode must be one of"):
-        build_model("forces", "schnet", species=SPECIES)
-    with pytest.raises(TypeError, match="hiden_channels"):
-        build_model("energy", "schnet", species=SPECIES, hiden_channels=8)
+        instantiate_model({"_target_": "eqgeo.models.SchNetBaseline", "mode": "forces", "species": SPECIES})
+    with pytest.raises(ValueError, match="hiden_channels"):
+        instantiate_model({"_target_": "eqgeo.models.SchNetBaseline", "mode": "energy", "species": SPECIES,
+                           "hiden_channels": 8})
+    with pytest.raises(ValueError, match=r"\['num_targets'\] are set by the task"):
+        instantiate_model({"_target_": "eqgeo.models.PropertyModel", "num_targets": 2, **common}, num_targets=1)
 
 
 def test_clear_errors():

@@ -47,7 +47,8 @@ def test_qm9_smoke_run(tmp_path, name):
     assert metrics["model"]["class"] == CLASSES[name].__name__
     assert metrics["test"]["gap_mae"]["unit"] == "meV" and metrics["test"]["U0_mae"]["value"] > 0
     checkpoint, task = _reloaded(tmp_path, PropertyTask, CLASSES[name], cfg, metrics)
-    assert checkpoint["hyper_parameters"]["model"]["name"] == name
+    assert checkpoint["hyper_parameters"]["model"]["_target_"] == f"eqgeo.models.{CLASSES[name].__name__}"
+    assert checkpoint["eqgeo"]["model"] == {**checkpoint["hyper_parameters"]["model"], "num_targets": 2, "reduce": "sum"}
     assert task.model.mode == "property" and task.model.num_targets == 2
     assert checkpoint["state_dict"]["model.target_mean"].dtype == torch.float64
 

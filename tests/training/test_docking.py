@@ -56,14 +56,14 @@ def test_docking_experiment_smoke_run(tmp_path, shared_data_env):
 def _assert_test_metrics_are_evaluate_docking(run_dir: Path, data_cfg) -> None:
     """The run's reported test metrics are evaluate_docking's, of its tested (best) weights on its whole test split
     (up to float32 round-off in another process: RMSDs to 1e-4 Å)."""
-    from eqgeo.training.evaluate import load_task
+    from eqgeo.inference.checkpoint import read_checkpoint
 
     saved = json.loads((run_dir / "metrics.json").read_text())["test"]
-    task = load_task(run_dir / "checkpoints" / "best.ckpt")
+    checkpoint = read_checkpoint(run_dir / "checkpoints" / "best.ckpt")
     dm = DockingDataModule(**{k: v for k, v in OmegaConf.to_container(data_cfg, resolve=True).items() if k != "_target_"})
     dm.setup("test")
-    expected = evaluate_docking(task.model, dm.complexes["test"], dm.starts, steps=task.hparams.refine_steps,
-                                step_size=task.hparams.step_size)
+    expected = evaluate_docking(checkpoint.build_model(), dm.complexes["test"], dm.starts,
+                                steps=checkpoint.task["refine_steps"], step_size=checkpoint.task["step_size"])
     assert sorted(saved) == sorted(expected)
     assert {name: saved[name]["value"] for name in expected} == pytest.approx(expected, rel=1e-5, abs=1e-4)
 

@@ -9,10 +9,11 @@ import torch
 
 from eqgeo.data import keys as K
 from eqgeo.training import train
-from eqgeo.training.evaluate import _qm9, evaluate, load_task, main
+from eqgeo.inference.checkpoint import read_checkpoint
+from eqgeo.inference.evaluate import _qm9, evaluate, main
 
 from ..helpers import shared_path
-from ._helpers import TINY, TINY_DOCKING, TINY_MD17, TINY_QM9, cfg as _cfg, run_cli
+from ..training._helpers import TINY, TINY_DOCKING, TINY_MD17, TINY_QM9, cfg as _cfg, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,7 @@ def test_cli_on_unseen_qm9_molecules(qm9_run, tmp_path):
     untrained = [sorted(set(g[K.ATOMIC_NUMBER].tolist()) - species) for g in draw]
     assert len(draw) == 40 and [z for z in untrained if z] == [[9]]
 
-    out = run_cli([sys.executable, "-m", "eqgeo.training.evaluate", checkpoint, "qm9", "--limit", "40",
+    out = run_cli([sys.executable, "-m", "eqgeo.inference.evaluate", checkpoint, "qm9", "--limit", "40",
                    "--seed", "3", "--output", tmp_path / "eval"], cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-4000:]
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
@@ -94,7 +95,6 @@ def test_qm9_molecules_are_outside_the_runs_draw(qm9_run):
     """'qm9' never hands back a molecule of the run's train, validation or test split."""
     from eqgeo.data import keys as K
     from eqgeo.training import QM9DataModule
-    from eqgeo.training.evaluate import _qm9
 
     run, _ = qm9_run
     dm = QM9DataModule(subset=60, num_train=30, num_val=10, num_test=10, batch_size=10)  # TINY_QM9
@@ -116,7 +116,7 @@ def test_missing_checkpoint_names_eqgeo_evaluates_own_usage(tmp_path, capsys):
     assert "usage: eqgeo-evaluate CHECKPOINT DATA" in err and f"CHECKPOINT {missing} does not exist" in err
     assert "ckpt_path" not in err  # eqgeo-train's option, no use here
     with pytest.raises(FileNotFoundError, match=r"missing.ckpt does not exist \(a checkpoint eqgeo-train wrote") as error:
-        load_task(missing)
+        read_checkpoint(missing)
     assert "ckpt_path" not in str(error.value)
 
 

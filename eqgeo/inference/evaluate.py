@@ -6,12 +6,15 @@
     eqgeo-evaluate runs/.../checkpoints/best.ckpt path/to/complexes/    # docking, both tracks
     eqgeo-evaluate runs/.../checkpoints/best.ckpt docking:test          # the run's own docking test split
 
-The task is read from the checkpoint (loaded with ``weights_only=True``): a property model
-takes QM9 (``qm9``, ``qm9:test`` or a folder of QM9 files), a potential takes an extended-XYZ
-or ``.npz`` file of energies and forces, a docking model takes a folder of complex folders.
-Metrics are those of ``eqgeo-train``'s test stage, in the same units. Molecules or frames with an
-element the model was not trained on are left out and listed under ``skipped`` (an error if that
-leaves nothing).
+What the checkpoint's model predicts is read from its record (:mod:`eqgeo.inference.checkpoint`,
+loaded with ``weights_only=True``): a property model takes QM9 (``qm9``, ``qm9:test`` or a folder
+of QM9 files), a potential takes an extended-XYZ or ``.npz`` file of energies and forces, a docking
+model takes a folder of complex folders. Metrics are those of ``eqgeo-train``'s test stage, in the
+same units (:mod:`eqgeo.inference.metrics`). Molecules or frames with an element the model was not
+trained on are left out and listed under ``skipped`` (an error if that leaves nothing).
+
+Evaluating on a data file or folder imports nothing from :mod:`eqgeo.training` (nor Lightning);
+``qm9:test`` and ``docking:test`` rebuild the run's data module, which does.
 """
 
 from __future__ import annotations
@@ -20,55 +23,19 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch_geometric.loader import DataLoader
 
-__all__ = ["evaluate", "load_task", "main"]
+from .checkpoint import Checkpoint, read_checkpoint
+from .metrics import ENERGY_UNITS, energy_errors, property_errors, regression_metrics
+
+__all__ = ["evaluate", "main"]
 
 _SHOWN_SKIPS = 20  # skipped inputs printed by eqgeo-evaluate (metrics.json lists them all)
-_TASKS = {"refine_steps": "DockingTask", "energy_weight": "EnergyForcesTask", "targets": "PropertyTask"}
-
-
-def load_task(path: str | Path, device: str = "cpu"):
-    """The task of an ``eqgeo-train`` checkpoint, rebuilt from its hyperparameters (``weights_only=True``)."""
-    from . import tasks
-    from .docking import DockingTask
-    from .train import _check_checkpoint
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist (a checkpoint eqgeo-train wrote: "
-                                "<run dir>/checkpoints/best.ckpt or last.ckpt)")
-    _check_checkpoint(path)
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    hparams = dict(checkpoint["hyper_parameters"])
-    kind = next((name for key, name in _TASKS.items() if key in hparams), None)
-    if kind is None:
-        raise ValueError(f"checkpoint {path}: hyperparameters {sorted(hparams)} are not those of an eqgeo task")
-    cls = DockingTask if kind == "DockingTask" else getattr(tasks, kind)
-    state = checkpoint["state_dict"]
-    dtype = next((v.dtype for k, v in state.items() if k.endswith("weight") and v.is_floating_point()), torch.float32)
-    task = cls(**hparams).to(dtype)  # float64 statistics buffers stay float64
-    task.load_state_dict(state)
-    return task.to(device).eval()
-
-
-def _regression_metrics(task, loader) -> dict[str, dict]:
-    from .tasks import _Sums, display_unit
-
-    task._sums["test"] = _Sums()
-    for batch in loader:
-        batch = batch.to(task.device)
-        task._loss(batch, "test")
-    out = {}
-    for name, (mae, rmse) in task._sums["test"].results().items():
-        unit, factor = display_unit(task.units[name])
-        out[f"{name}_mae"] = {"value": mae * factor, "unit": unit}
-        out[f"{name}_rmse"] = {"value": rmse * factor, "unit": unit}
-    return out
 
 
 def _elements(numbers) -> str:
@@ -141,13 +108,14 @@ def _run_config(checkpoint: Path) -> Optional[dict]:
 def _qm9(data: str, checkpoint: Path, limit: Optional[int], seed: int):
     """QM9 molecules the run never saw (``qm9``), the run's own test split (``qm9:test``), or a folder."""
     from ..datasets import QM9
-    from .datamodules import QM9DataModule
 
     config = _run_config(checkpoint)
     run_data = (config or {}).get("data", {})
     if data == "qm9:test":
         if config is None:
             raise FileNotFoundError(f"qm9:test needs the run's config.yaml next to {checkpoint.parent} to rebuild its split")
+        from ..training.datamodules import QM9DataModule  # the run's own split: its data module rebuilds it
+
         dm = QM9DataModule(**{k: v for k, v in run_data.items() if k != "_target_"})
         dm.setup("test")
         return dm.splits["test"], "the run's QM9 test split"
@@ -159,8 +127,8 @@ def _qm9(data: str, checkpoint: Path, limit: Optional[int], seed: int):
             f"'qm9' evaluates on molecules the run never saw, which needs the run's config.yaml next to "
             f"{checkpoint.parent}; use qm9:test, or a QM9 folder of your own"
         )
-    if not str(run_data.get("_target_", "")).endswith("QM9DataModule") or run_data.get("source") is not None:
-        dataset = QM9(subset=limit, subset_seed=seed)  # the run did not train on the wheel's molecules
+    if run_data.get("source") is not None:  # the run trained on QM9 files of its own, not the wheel's molecules
+        dataset = QM9(subset=limit, subset_seed=seed)
         return dataset, f"QM9 (qm9pack wheel{f', {limit} molecules drawn with seed {seed}' if limit else ''})"
     if run_data.get("subset") is None:
         raise ValueError("the run drew its splits from every QM9 molecule, so none is unseen: use qm9:test")
@@ -190,6 +158,102 @@ def _docking_settings(checkpoint: Path, seed: Optional[int]) -> dict:
     }
 
 
+@dataclass
+class _Options:
+    """What ``eqgeo-evaluate`` was asked, beside the checkpoint and the data."""
+
+    energy_unit: Optional[str]
+    limit: Optional[int]
+    batch_size: int
+    seed: Optional[int]
+    device: torch.device
+
+
+@dataclass
+class _Evaluation:
+    """What one kind of model gave on the data: metrics, a description of the data, its size and what
+    was left out."""
+
+    metrics: dict
+    described: str
+    size: int
+    skipped: list
+
+
+def _evaluate_potential(checkpoint: Checkpoint, model, data: str, options: _Options) -> _Evaluation:
+    """A potential on an extended-XYZ or ``.npz`` file of energies and forces."""
+    from ..datasets import MD17
+
+    path = Path(data)
+    if not path.is_file():
+        raise FileNotFoundError(f"a potential is evaluated on an extended-XYZ or .npz file of energies and forces; {data} is not a file")
+    if options.energy_unit is None and path.suffix != ".npz":
+        raise ValueError(f"{path.name}: an XYZ file does not state its energy unit; pass --energy-unit (eV, kcal/mol, ...)")
+    dataset, skipped = _known_frames(MD17(path, energy_unit=options.energy_unit), checkpoint.model["species"], str(path))
+    metrics = regression_metrics(lambda batch: energy_errors(model(batch), batch),
+                                 DataLoader(dataset, batch_size=options.batch_size), ENERGY_UNITS, options.device)
+    return _Evaluation(metrics, f"{path} (energy unit {options.energy_unit or 'kcal/mol'})", len(dataset), skipped)
+
+
+def _evaluate_property(checkpoint: Checkpoint, model, data: str, options: _Options) -> _Evaluation:
+    """A property model on QM9 molecules: ``qm9`` (never seen by the run), ``qm9:test`` or a folder."""
+    if not (data.startswith("qm9") or Path(data).exists()):
+        raise FileNotFoundError(f"a property model is evaluated on 'qm9', 'qm9:test' or a folder of QM9 files; got {data}")
+    dataset, described = _qm9(data, checkpoint.path, options.limit, 0 if options.seed is None else options.seed)
+    dataset, skipped = _known_elements(dataset, checkpoint.model["species"], data)
+    task = checkpoint.task
+    targets, names = list(task["targets"]), list(task["target_names"])
+    columns = [names.index(t) for t in targets]
+    units = {t: task["target_units"][c] for t, c in zip(targets, columns)}
+    with torch.no_grad():
+        metrics = regression_metrics(lambda batch: property_errors(model(batch)["y"], batch, columns, targets),
+                                     DataLoader(dataset, batch_size=options.batch_size), units, options.device)
+    return _Evaluation(metrics, described, len(dataset), skipped)
+
+
+def _evaluate_docking(checkpoint: Checkpoint, model, data: str, options: _Options) -> _Evaluation:
+    """A docking model on both tracks, on a folder of complex folders or the run's own test split (``docking:test``)."""
+    from .docking import benchmark_starts, evaluate_docking, metric_unit
+
+    settings = _docking_settings(checkpoint.path, options.seed)
+    if data == "docking:test":
+        complexes, starts, skipped = _docking_test_split(checkpoint.path)
+    else:
+        from ..datasets.docking import load_docking_complexes
+
+        if not Path(data).is_dir():
+            raise FileNotFoundError(f"a docking checkpoint is evaluated on a folder of complex folders (or docking:test); "
+                                    f"{data} is not a folder")
+        complexes, report = load_docking_complexes(data, skip_invalid=True, pocket_radius=settings["pocket_radius"],
+                                                   pocket_shape=settings["pocket_shape"])
+        skipped = [e.to_dict() for e in report.errors]
+        starts = benchmark_starts(complexes, settings["track_a"], settings["track_b"], settings["seed"])
+    values = evaluate_docking(model, complexes, starts, steps=checkpoint.task["refine_steps"],
+                              step_size=checkpoint.task["step_size"])
+    metrics = {k: {"value": v, "unit": metric_unit(k)} for k, v in values.items()}
+    return _Evaluation(metrics, f"complexes under {data} ({settings})", len(complexes), skipped)
+
+
+def _docking_test_split(checkpoint: Path):
+    """The run's own docking test split, its starts and what its data module left out (from its config.yaml)."""
+    from ..training.docking import DockingDataModule  # the run's own split: its data module rebuilds it
+
+    run_data = (_run_config(checkpoint) or {}).get("data")
+    if run_data is None:
+        raise FileNotFoundError(f"docking:test needs the run's config.yaml next to {checkpoint.parent}")
+    dm = DockingDataModule(**{k: v for k, v in run_data.items() if k != "_target_"})
+    dm.setup("test")
+    return dm.complexes["test"], dm.starts, [e.to_dict() for e in dm.report.errors]
+
+
+#: How each kind of model (the checkpoint record's ``kind``) is evaluated.
+_EVALUATORS: dict[str, Callable[..., _Evaluation]] = {
+    "property": _evaluate_property,
+    "energy": _evaluate_potential,
+    "docking": _evaluate_docking,
+}
+
+
 def evaluate(
     checkpoint: str | Path,
     data: str,
@@ -203,61 +267,18 @@ def evaluate(
 ) -> dict:
     """Evaluate ``checkpoint`` on ``data`` and write ``output/metrics.json``; returns its contents."""
     start = time.time()
-    checkpoint = Path(checkpoint)
-    task = load_task(checkpoint, device)
-    kind = type(task).__name__
-    report = []
-    if kind == "DockingTask":
-        from ..datasets.docking import load_docking_complexes
-        from ..inference.docking import benchmark_starts, evaluate_docking, metric_unit
-
-        settings = _docking_settings(checkpoint, seed)
-        if data == "docking:test":  # the run's own test split, rebuilt from its config
-            from .docking import DockingDataModule
-
-            run_data = (_run_config(checkpoint) or {}).get("data")
-            if run_data is None:
-                raise FileNotFoundError(f"docking:test needs the run's config.yaml next to {checkpoint.parent}")
-            dm = DockingDataModule(**{k: v for k, v in run_data.items() if k != "_target_"})
-            dm.setup("test")
-            complexes, starts, report = dm.complexes["test"], dm.starts, [e.to_dict() for e in dm.report.errors]
-        else:
-            if not Path(data).is_dir():
-                raise FileNotFoundError(f"a docking checkpoint is evaluated on a folder of complex folders (or docking:test); "
-                                        f"{data} is not a folder")
-            complexes, skipped = load_docking_complexes(data, skip_invalid=True, pocket_radius=settings["pocket_radius"],
-                                                        pocket_shape=settings["pocket_shape"])
-            report = [e.to_dict() for e in skipped.errors]
-            starts = benchmark_starts(complexes, settings["track_a"], settings["track_b"], settings["seed"])
-        values = evaluate_docking(task.model, complexes, starts, steps=task.hparams.refine_steps, step_size=task.hparams.step_size)
-        metrics = {k: {"value": v, "unit": metric_unit(k)} for k, v in values.items()}
-        described, size = f"complexes under {data} ({settings})", len(complexes)
-    elif kind == "EnergyForcesTask":
-        from ..datasets import MD17
-
-        path = Path(data)
-        if not path.is_file():
-            raise FileNotFoundError(f"a potential is evaluated on an extended-XYZ or .npz file of energies and forces; {data} is not a file")
-        if energy_unit is None and path.suffix != ".npz":
-            raise ValueError(f"{path.name}: an XYZ file does not state its energy unit; pass --energy-unit (eV, kcal/mol, ...)")
-        dataset, report = _known_frames(MD17(path, energy_unit=energy_unit), task.hparams.model["species"], str(path))
-        metrics = _regression_metrics(task, DataLoader(dataset, batch_size=batch_size))
-        described, size = f"{path} (energy unit {energy_unit or 'kcal/mol'})", len(dataset)
-    else:
-        if not (data.startswith("qm9") or Path(data).exists()):
-            raise FileNotFoundError(f"a property model is evaluated on 'qm9', 'qm9:test' or a folder of QM9 files; got {data}")
-        dataset, described = _qm9(data, checkpoint, limit, 0 if seed is None else seed)
-        dataset, report = _known_elements(dataset, task.hparams.model["species"], data)
-        with torch.no_grad():
-            metrics = _regression_metrics(task, DataLoader(dataset, batch_size=batch_size))
-        size = len(dataset)
+    recorded = read_checkpoint(checkpoint)
+    model = recorded.build_model(device=device)
+    options = _Options(energy_unit, limit, batch_size, seed, torch.device(device))
+    done = _EVALUATORS[recorded.kind](recorded, model, data, options)
     result = {
-        "checkpoint": str(checkpoint.resolve()),
-        "task": kind,
-        "data": {"path": data, "description": described, "size": size},
+        "checkpoint": str(recorded.path.resolve()),
+        "task": recorded.task["_target_"].rsplit(".", 1)[-1],
+        "model": {"class": recorded.model["_target_"], "parameters": sum(p.numel() for p in model.parameters())},
+        "data": {"path": data, "description": done.described, "size": done.size},
         "wall_time_s": round(time.time() - start, 1),
-        "test": dict(sorted(metrics.items())),
-        "skipped": report,
+        "test": dict(sorted(done.metrics.items())),
+        "skipped": done.skipped,
     }
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
