@@ -28,6 +28,7 @@ import threading
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Optional
 
 import hydra
 from hydra.errors import InstantiationException
@@ -354,6 +355,122 @@ def _set_intra_op_threads(setting, dm, statistics: dict) -> None:
         raise ValueError(f"trainer.intra_op_threads must be 'auto' or a positive integer, got {setting!r}")
 
 
+def _check_run(cfg: DictConfig) -> None:
+    """What can be refused before any data are read: the dtype, a strategy that starts its processes by
+    multiprocessing, a ``ckpt_path`` that cannot be resumed from."""
+    if cfg.dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {list(_DTYPES)}, got {cfg.dtype!r}")
+    strategy = cfg.trainer.get("strategy")
+    if isinstance(strategy, str) and strategy.lower() in StrategyRegistry:
+        _refuse_multiprocessing(StrategyRegistry[strategy.lower()]["init_params"].get("start_method", "popen"),
+                                f"trainer.strategy={strategy}")
+    if cfg.ckpt_path is not None:
+        read_checkpoint(cfg.ckpt_path, resumable=True)
+
+
+def _data_module(cfg: DictConfig) -> tuple[L.LightningDataModule, list[dict]]:
+    """The data module of ``cfg.data``, set up for fitting, and the inputs it left out (each with its reason)."""
+    try:
+        dm = hydra.utils.instantiate(cfg.data)
+    except InstantiationException as error:  # show the data module's own message (file, override)
+        if isinstance(error.__cause__, (FileNotFoundError, ValueError)):
+            raise error.__cause__ from None
+        raise
+    dm.setup("fit")
+    skipped = [e.to_dict() for e in getattr(getattr(dm, "report", None), "errors", [])]
+    if skipped:
+        log.warning("%d input folders/files left out (listed in metrics.json under 'skipped'):\n%s", len(skipped), dm.report)
+    return dm, skipped
+
+
+def _callbacks(cfg: DictConfig, trainer_cfg: dict, run_dir: Path) -> list[Callback]:
+    """Checkpoints (the best by ``val/loss`` first), early stopping, the learning rate, EMA and the epoch marker;
+    pops their settings from ``trainer_cfg``."""
+    ema_decay = trainer_cfg.pop("ema_decay")
+    callbacks = [
+        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/loss", save_last=True),
+        EarlyStopping(monitor="val/loss", patience=trainer_cfg.pop("early_stopping_patience")),
+        LearningRateMonitor(),
+    ]
+    if ema_decay is not None:
+        from lightning.pytorch.callbacks import EMAWeightAveraging
+
+        # buffers are not averaged: the species tables are integers (averaging truncates them) and the
+        # statistics buffers are constants
+        callbacks.append(EMAWeightAveraging(decay=ema_decay, use_buffers=False))
+    marker = cfg.get("marker") or {}
+    if marker.get("path") is not None:
+        callbacks.append(EpochMarker(marker["path"], marker.get("epoch", 0)))
+    return callbacks + [_SaveConfig(cfg, run_dir / "config.yaml")]
+
+
+def _trainer(cfg: DictConfig, dm, run_dir: Path) -> tuple[L.Trainer, CSVLogger]:
+    """The Lightning trainer of ``cfg.trainer``, its threads set for the data, DDP with a bounded rendezvous;
+    and the CSV logger the learning curves are read back from."""
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    rendezvous_timeout = float(trainer_cfg.pop("rendezvous_timeout_s", _RENDEZVOUS_TIMEOUT_S))
+    _set_intra_op_threads(trainer_cfg.pop("intra_op_threads", "auto"), dm, dm.statistics)
+    callbacks = _callbacks(cfg, trainer_cfg, run_dir)
+    csv_logger = CSVLogger(run_dir, name="logs", version="")
+    trainer = L.Trainer(
+        **trainer_cfg,
+        default_root_dir=run_dir,
+        precision=_DTYPES[cfg.dtype],
+        callbacks=callbacks,
+        logger=[csv_logger, _tensorboard(run_dir, "fit")],
+        inference_mode=False,  # validation needs autograd for the forces
+    )
+    if type(trainer.strategy) is DDPStrategy:  # trainer.strategy=ddp and the like, or auto on several devices
+        _RendezvousBoundedDDP.adopt(trainer.strategy, rendezvous_timeout, f"trainer.strategy={cfg.trainer.get('strategy')}")
+    return trainer, csv_logger
+
+
+def _load_best(task: RecordedTask, trainer: L.Trainer) -> Optional[str]:
+    """Loads the best checkpoint's weights into ``task``; returns its path (``None`` when none was saved).
+
+    These are the weights in the checkpoint's ``state_dict``, which validation chose and
+    ``load_from_checkpoint`` gives (with EMA, the average). ``trainer.test(ckpt_path=best)`` would let
+    the EMA callback restore the raw, non-averaged weights instead."""
+    best = trainer.checkpoint_callback.best_model_path or None
+    if best is not None:
+        task.load_state_dict(torch.load(best, map_location=task.device, weights_only=True)["state_dict"])
+    return best
+
+
+def _test(task: RecordedTask, trainer: L.Trainer, dm, csv_logger: CSVLogger, run_dir: Path) -> tuple[dict, dict]:
+    """Tests ``task`` on the whole test split; returns the test metrics and, on global rank 0, the figures."""
+    trainer.loggers = [csv_logger, _tensorboard(run_dir, "test")]
+    trainer.test(task, datamodule=dm, verbose=False)
+    test = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    figures = {}
+    if trainer.is_global_zero:
+        csv_logger.save()
+        figures = {
+            "parity": parity_plot(task, _whole_test_set(dm), run_dir / "parity.png").name,
+            "learning_curves": learning_curves(Path(csv_logger.log_dir) / "metrics.csv", run_dir / "learning_curves.png").name,
+        }
+    return test, figures
+
+
+def _metrics(cfg: DictConfig, task: RecordedTask, dm, trainer: L.Trainer, **results) -> dict:
+    """The contents of ``metrics.json``: what ran, on what, for how long, and the test metrics with units."""
+    units = task.metric_units()
+    return {
+        "config_hash": _config_hash(cfg),
+        "task": type(task).__name__,
+        # dataset: the name the leaderboard groups runs under; origin: the files it came from
+        "data": {**dm.sizes(), "dataset": dm.dataset, "source": type(dm).__name__, "origin": dm.origin},
+        "model": {"class": type(task.model).__name__, "parameters": sum(p.numel() for p in task.model.parameters())},
+        "epochs": trainer.current_epoch,
+        "wall_time_s": results["wall_time_s"],
+        "best_checkpoint": results["best"],
+        "figures": results["figures"],
+        "test": {name: {"value": value, "unit": units[name]} for name, value in sorted(results["test"].items())},
+        "validation_history": task.history,
+        "skipped": results["skipped"],  # inputs the data module left out, each with its reason
+    }
+
+
 def train(cfg: DictConfig) -> dict:
     """Train and test one configuration; returns the contents of the run's ``metrics.json``.
 
@@ -367,94 +484,20 @@ def train(cfg: DictConfig) -> dict:
     only global rank 0 writes the files, and every process returns the same metrics.
     """
     start = time.time()
-    if cfg.dtype not in _DTYPES:
-        raise ValueError(f"dtype must be one of {list(_DTYPES)}, got {cfg.dtype!r}")
-    strategy = cfg.trainer.get("strategy")
-    if isinstance(strategy, str) and strategy.lower() in StrategyRegistry:  # at once, before the data are read
-        _refuse_multiprocessing(StrategyRegistry[strategy.lower()]["init_params"].get("start_method", "popen"),
-                                f"trainer.strategy={strategy}")
+    _check_run(cfg)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    if cfg.ckpt_path is not None:
-        read_checkpoint(cfg.ckpt_path, resumable=True)
-
-    try:
-        dm = hydra.utils.instantiate(cfg.data)
-    except InstantiationException as error:  # show the data module's own message (file, override)
-        if isinstance(error.__cause__, (FileNotFoundError, ValueError)):
-            raise error.__cause__ from None
-        raise
-    dm.setup("fit")
-    skipped = [e.to_dict() for e in getattr(getattr(dm, "report", None), "errors", [])]
-    if skipped:
-        log.warning("%d input folders/files left out (listed in metrics.json under 'skipped'):\n%s", len(skipped), dm.report)
+    dm, skipped = _data_module(cfg)
     task = _build_task(cfg, dm)
-
-    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    ema_decay = trainer_cfg.pop("ema_decay")
-    patience = trainer_cfg.pop("early_stopping_patience")
-    rendezvous_timeout = float(trainer_cfg.pop("rendezvous_timeout_s", _RENDEZVOUS_TIMEOUT_S))
-    _set_intra_op_threads(trainer_cfg.pop("intra_op_threads", "auto"), dm, dm.statistics)
-    callbacks = [
-        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/loss", save_last=True),
-        EarlyStopping(monitor="val/loss", patience=patience),
-        LearningRateMonitor(),
-    ]
-    if ema_decay is not None:
-        from lightning.pytorch.callbacks import EMAWeightAveraging
-
-        # buffers are not averaged: the species tables are integers (averaging truncates them) and the
-        # statistics buffers are constants
-        callbacks.append(EMAWeightAveraging(decay=ema_decay, use_buffers=False))
-    marker = cfg.get("marker") or {}
-    if marker.get("path") is not None:
-        callbacks.append(EpochMarker(marker["path"], marker.get("epoch", 0)))
-    csv_logger = CSVLogger(run_dir, name="logs", version="")  # read back for the learning curves
-
-    trainer = L.Trainer(
-        **trainer_cfg,
-        default_root_dir=run_dir,
-        precision=_DTYPES[cfg.dtype],
-        callbacks=[*callbacks, _SaveConfig(cfg, run_dir / "config.yaml")],
-        logger=[csv_logger, _tensorboard(run_dir, "fit")],
-        inference_mode=False,  # validation needs autograd for the forces
-    )
-    if type(trainer.strategy) is DDPStrategy:  # trainer.strategy=ddp and the like, or auto on several devices
-        _RendezvousBoundedDDP.adopt(trainer.strategy, rendezvous_timeout, f"trainer.strategy={strategy}")
+    trainer, csv_logger = _trainer(cfg, dm, run_dir)
     with _launched_ddp_job(cfg, trainer):
         trainer.fit(task, datamodule=dm, ckpt_path=cfg.ckpt_path)
-        best = callbacks[0].best_model_path or None
-        if best is not None:
-            # The weights in the checkpoint's state_dict, which validation chose and load_from_checkpoint
-            # gives (with EMA, the average). trainer.test(ckpt_path=best) would let the EMA callback
-            # restore the raw, non-averaged weights instead.
-            task.load_state_dict(torch.load(best, map_location=task.device, weights_only=True)["state_dict"])
-        trainer.loggers = [csv_logger, _tensorboard(run_dir, "test")]
-        trainer.test(task, datamodule=dm, verbose=False)
-        test = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-        figures = {}
-        if trainer.is_global_zero:
-            csv_logger.save()
-            figures = {
-                "parity": parity_plot(task, _whole_test_set(dm), run_dir / "parity.png").name,
-                "learning_curves": learning_curves(Path(csv_logger.log_dir) / "metrics.csv", run_dir / "learning_curves.png").name,
-            }
-        is_global_zero = trainer.is_global_zero
-    units = task.metric_units()
-    metrics = {
-        "config_hash": _config_hash(cfg),
-        "task": type(task).__name__,
-        "data": {**dm.sizes(), "source": type(dm).__name__},
-        "model": {"class": type(task.model).__name__, "parameters": sum(p.numel() for p in task.model.parameters())},
-        "epochs": trainer.current_epoch,
-        "wall_time_s": round(time.time() - start, 1),
-        "best_checkpoint": best,
-        "figures": figures,
-        "test": {name: {"value": value, "unit": units[name]} for name, value in sorted(test.items())},
-        "validation_history": task.history,
-        "skipped": skipped,  # inputs the data module left out, each with its reason
-    }
+        best = _load_best(task, trainer)
+        test, figures = _test(task, trainer, dm, csv_logger, run_dir)
+        is_global_zero = trainer.is_global_zero  # read while the DDP job is up
+    metrics = _metrics(cfg, task, dm, trainer, wall_time_s=round(time.time() - start, 1), best=best, figures=figures,
+                       test=test, skipped=skipped)
     if is_global_zero:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
