@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import yaml
 
 __all__ = ["Anchor", "ANCHORS", "LeaderboardError", "PublishedDataError", "leaderboard", "load_published", "main"]
 
@@ -175,8 +174,6 @@ ANCHORS: tuple[Anchor, ...] = load_published()
 
 # metrics.json names whose anchors are another metric's (atomization energy: same MAE as U0)
 _ANCHOR_ALIASES = {"U0_atom_mae": "U0_mae"}
-_MD17_MOLECULES = ("aspirin", "azobenzene", "benzene", "ethanol", "malonaldehyde", "naphthalene",
-                   "paracetamol", "salicylic", "toluene", "uracil")  # fmt: skip
 _DATASET_ORDER = ("QM9", "rMD17")
 
 
@@ -231,35 +228,15 @@ def _test_metrics(test) -> dict:
     return {k: metrics[k] for k in _ordered(metrics)}
 
 
-def _config(run_dir: Path) -> dict:
-    """The run's composed config (``config.yaml``, else Hydra's copy), or ``{}``: it is optional."""
-    for path in (run_dir / "config.yaml", run_dir / ".hydra" / "config.yaml"):
-        try:
-            config = yaml.safe_load(path.read_text())
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
-            continue
-        if isinstance(config, dict):
-            return config
-    return {}
-
-
-def _dataset(source: str, config: dict) -> tuple[str, str]:
-    """Group name and data column of a run: ``("QM9", "QM9DataModule")``,
-    ``("rMD17 ethanol", "MD17DataModule: botnet_ethanol/train.xyz")``; unknown sources are their own group."""
-    if source == "QM9DataModule":
-        return "QM9", source
-    if source == "MD17DataModule":
-        data = config.get("data") if isinstance(config.get("data"), dict) else {}
-        train_file = str(data.get("train_file") or "")
-        if not train_file:
-            return "MD17-style data (no config.yaml: molecule unknown)", source
-        lower = train_file.lower()
-        molecule = next((m for m in _MD17_MOLECULES if m in lower), None)
-        # the revised MD17 (rMD17) files: figshare's rmd17_*.npz or the BOTNet splits taken from it
-        kind = "rMD17" if ("rmd17" in lower or "botnet" in lower) else "MD17-style"
-        shown = "/".join(Path(train_file).parts[-2:])
-        return f"{kind} {molecule or Path(train_file).stem}", f"{source}: {shown}"
-    return source, source
+def _dataset(data: dict) -> tuple[str, str]:
+    """Group name and data column of a run, from what its data module wrote into ``metrics.json``:
+    ``data.dataset`` (``"QM9"``, ``"rMD17 ethanol"``: the data config's ``dataset``) and
+    ``data.source``/``data.origin`` (``"MD17DataModule: botnet_ethanol/train.xyz"``). A run written
+    before ``data.dataset`` existed is grouped under its source, without published numbers."""
+    source = str(data.get("source", "unknown data"))
+    origin = data.get("origin")
+    shown = f"{source}: {origin}" if origin else source
+    return str(data.get("dataset") or source), shown
 
 
 def _read_run(path: Path, root: Path) -> _Run:
@@ -278,8 +255,7 @@ def _read_run(path: Path, root: Path) -> _Run:
     for key, value in (("data", data), ("model", model)):
         if not isinstance(value, dict):
             raise _Malformed(f"'{key}' must be an object, got {type(value).__name__}")
-    source = str(data.get("source", "unknown data"))
-    dataset, shown_source = _dataset(source, _config(path.parent))
+    dataset, shown_source = _dataset(data)
     rel = path.parent.relative_to(root).as_posix()
     return _Run(
         path=rel if rel != "." else "(root)",

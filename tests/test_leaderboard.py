@@ -48,7 +48,8 @@ def test_console_script_renders_real_runs_with_anchors(real_runs, tmp_path):
         rows = _rows(text, run)
         assert len(rows) == 1, f"one row per run, got {rows}"
         cells = rows[0]
-        assert cells[1] == "PropertyTask" and cells[2] == "QM9DataModule" and cells[3] == "30 / 10 / 10"
+        assert saved["data"]["dataset"] == "QM9" and saved["data"]["origin"] == "qm9pack wheel"
+        assert cells[1] == "PropertyTask" and cells[2] == "QM9DataModule: qm9pack wheel" and cells[3] == "30 / 10 / 10"
         assert cells[4] == "PropertyModel" and cells[5] == f"{saved['model']['parameters']:,}" and cells[6] == "1"
         for name, entry in saved["test"].items():
             assert entry["unit"] == "meV"
@@ -97,9 +98,22 @@ def test_rmd17_group_gets_the_rmd17_anchors(tmp_path):
     _rmd17_run(tmp_path)
     text = leaderboard(tmp_path)
     assert "## rMD17 ethanol · energy, forces" in text
+    assert _rows(text, "md")[0][2] == "MD17DataModule: botnet_ethanol/train.xyz"
     mace = next(l for l in text.splitlines() if l.startswith("| MACE |"))
     assert mace.startswith("| MACE | 0.4 | 2.1 | 950 (+50 val) |")
     assert "trained on at most" not in text  # same budget as the anchors: no warning
+
+
+def test_group_is_the_dataset_the_run_names_not_its_files(tmp_path):
+    """The group comes from ``data.dataset`` alone: a run that names no dataset (written before it existed)
+    is grouped under its source, without published numbers, whatever its files are called."""
+    _rmd17_run(tmp_path)
+    metrics = json.loads((tmp_path / "md" / "metrics.json").read_text())
+    del metrics["data"]["dataset"]
+    (tmp_path / "md" / "metrics.json").write_text(json.dumps(metrics))
+    text = leaderboard(tmp_path)
+    assert "## MD17DataModule · energy, forces" in text and "rMD17" not in text.split("## MD17DataModule")[1]
+    assert not any(line.startswith("| MACE |") for line in text.splitlines())
 
 
 def test_malformed_metrics_are_listed_or_refused(tmp_path, capsys):
@@ -218,9 +232,9 @@ def test_malformed_header_or_empty_file(tmp_path):
 def _rmd17_run(tmp_path):
     run = tmp_path / "md"
     run.mkdir()
-    (run / "config.yaml").write_text("data:\n  train_file: /data/md17/botnet_ethanol/train.xyz\n")
     (run / "metrics.json").write_text(json.dumps({
-        "task": "EnergyForcesTask", "data": {"train": 950, "val": 50, "test": 1000, "source": "MD17DataModule"},
+        "task": "EnergyForcesTask", "data": {"train": 950, "val": 50, "test": 1000, "dataset": "rMD17 ethanol",
+                                             "source": "MD17DataModule", "origin": "botnet_ethanol/train.xyz"},
         "model": {"class": "InteratomicPotential", "parameters": 10}, "epochs": 5, "wall_time_s": 1.0,
         "test": {"energy_mae": {"value": 9.0, "unit": "meV"}, "forces_mae": {"value": 30.0, "unit": "meV/Å"}},
     }))

@@ -98,6 +98,7 @@ class QM9DataModule(_SplitDataModule):
         subset: molecules drawn before splitting (``None``: all).
         num_train, num_val: split sizes; num_test: test molecules (``None``: the rest).
         batch_size, seed, cutoff: loader batch size, split seed, cutoff of the statistics.
+        dataset: the name runs are grouped under (``eqgeo-leaderboard``, ``metrics.json``).
     """
 
     def __init__(
@@ -110,8 +111,11 @@ class QM9DataModule(_SplitDataModule):
         batch_size: int = 32,
         seed: int = 0,
         cutoff: float = 5.0,
+        dataset: str = "QM9",
     ) -> None:
         super().__init__(batch_size, seed, cutoff)
+        self.dataset = dataset
+        self.origin = "qm9pack wheel" if source is None else Path(source).name
         if source is not None and not Path(source).expanduser().exists():
             raise FileNotFoundError(f"QM9 source {source} does not exist; set data.source=/path/to/qm9 (or null for qm9pack)")
         self.source, self.subset = source, subset
@@ -144,7 +148,9 @@ class MD17DataModule(_SplitDataModule):
     """Energies and forces of MD17-style files (:func:`eqgeo.datasets.rmd17_splits`): train / val from
     ``train_file``, test = ``test_file``.
 
-    Missing files stop with an error that names the file and the override to set.
+    Missing files stop with an error that names the file and the override to set. ``dataset`` is the
+    name runs are grouped under (``eqgeo-leaderboard``, ``metrics.json``; default: the training file's
+    folder and name).
     """
 
     def __init__(
@@ -159,8 +165,11 @@ class MD17DataModule(_SplitDataModule):
         batch_size: int = 5,
         seed: int = 0,
         cutoff: float = 5.0,
+        dataset: Optional[str] = None,
     ) -> None:
         super().__init__(batch_size, seed, cutoff)
+        self.origin = "/".join(Path(train_file).parts[-2:])
+        self.dataset = dataset or self.origin
         self.train_file = _require_file(train_file, "training file", "data.train_file")
         self.test_file = _require_file(test_file, "test file", "data.test_file")
         self.isolated_atoms = None if isolated_atoms is None else _require_file(

@@ -130,6 +130,8 @@ class DockingDataModule(L.LightningDataModule):
             :data:`~eqgeo.inference.docking.TRACK_A`.
         track_b: ``{"starts", "offset" (Å)}``, over :data:`~eqgeo.inference.docking.TRACK_B`.
         batch_size, seed, cutoff, cache_dir, dtype: as usual (``dtype`` of positions).
+        dataset: the name runs are grouped under (``eqgeo-leaderboard``, ``metrics.json``; default: the
+            folder name of ``root``).
     """
 
     def __init__(
@@ -151,8 +153,11 @@ class DockingDataModule(L.LightningDataModule):
         cutoff: float = 5.0,
         cache_dir: Optional[str] = None,
         num_complexes: Optional[int] = None,
+        dataset: Optional[str] = None,
     ) -> None:
         super().__init__()
+        self.origin = Path(root).name
+        self.dataset = dataset or self.origin
         self.root, self.extra_roots, self.exclude = root, list(extra_roots), [e.lower() for e in exclude]
         self.num_val, self.num_test, self.num_complexes = int(num_val), int(num_test), num_complexes
         self.pocket_radius, self.poses_per_complex, self.val_poses = pocket_radius, poses_per_complex, val_poses
