@@ -1,4 +1,5 @@
-"""Construction of the interaction layers: irreps of the edge harmonics, NequIP's ``"uvu"`` paths, checks.
+"""Construction of the interaction layers: irreps of the edge harmonics, NequIP's ``"uvu"`` paths, checks,
+and the edge filter (harmonics times a learned radial function) that both layers build and apply alike.
 
 Shared by :class:`~eqgeo.nn.EquivariantConv` and :class:`~eqgeo.nn.EquivariantTransformerConv`,
 so that both parse their arguments and fail at construction with the same messages, each naming
@@ -7,11 +8,18 @@ the layer and the offending irreps.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
+from torch import Tensor
 
 from ..o3 import Irreps
+from .edges import EdgeEncoder, check_edge_inputs
+from .radial import RadialMLP
+from .tensor_product import TensorProduct
 
-__all__ = ["sh_irreps", "layer_irreps", "uvu_instructions", "check_reachable", "check_positive", "num_weights"]
+__all__ = ["sh_irreps", "layer_irreps", "uvu_instructions", "check_reachable", "check_positive", "num_weights",
+           "edge_filter", "edge_weights"]
 
 
 def sh_irreps(name: str, irreps_sh) -> Irreps:
@@ -80,3 +88,53 @@ def check_positive(name: str, **values) -> None:
 def num_weights(module: torch.nn.Module) -> int:
     """Number of learnable weights of ``module`` (the count the layers' one-line reprs state)."""
     return sum(p.numel() for p in module.parameters())
+
+
+def edge_filter(
+    layer: torch.nn.Module,
+    targets,
+    num_radial: int,
+    cutoff: float,
+    radial_hidden: int,
+    radial_layers: int,
+    basis: str,
+    p: float,
+) -> list[tuple]:
+    """Builds the edge filter of an interaction layer onto ``layer``, which has its parsed ``irreps_in``,
+    ``irreps_sh`` and ``irreps_out``: the ``"uvu"`` paths to ``targets`` (sets ``irreps_mid``), the
+    :class:`~eqgeo.nn.edges.EdgeEncoder` (``edge_encoder``), the per-edge-weighted
+    :class:`~eqgeo.nn.TensorProduct` (``tp``) and the radial MLP that gives its weights (``radial_mlp``).
+    Sets ``num_radial`` and ``cutoff``; returns the paths' instructions."""
+    name = type(layer).__name__
+    if radial_layers < 0:
+        raise ValueError(f"{name}: radial_layers must be >= 0, got {radial_layers}")
+    layer.num_radial = int(num_radial)
+    layer.cutoff = float(cutoff)
+    layer.irreps_mid, instructions = uvu_instructions(layer.irreps_in, layer.irreps_sh, targets)
+    check_reachable(name, layer.irreps_in, layer.irreps_sh, layer.irreps_mid, layer.irreps_out)
+    layer.edge_encoder = EdgeEncoder(layer.irreps_sh, layer.num_radial, layer.cutoff, basis, p)
+    layer.tp = TensorProduct(
+        layer.irreps_in, layer.irreps_sh, layer.irreps_mid, instructions, shared_weights=False, internal_weights=False
+    )
+    layer.radial_mlp = RadialMLP(layer.num_radial, [int(radial_hidden)] * int(radial_layers), num_out=layer.tp.weight_numel)
+    return instructions
+
+
+def edge_weights(
+    layer: torch.nn.Module,
+    x: Tensor,
+    edge_index: Tensor,
+    edge_vec: Tensor,
+    edge_sh: Optional[Tensor],
+    edge_radial: Optional[Tensor],
+    edge_envelope: Optional[Tensor],
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(edge_sh, edge_weight, envelope)`` of a layer built with :func:`edge_filter`: its inputs checked,
+    the edge features computed where not given, and the tensor-product weights of each edge,
+    ``radial_mlp(edge_radial) * envelope``."""
+    check_edge_inputs(
+        type(layer).__name__, x, layer.irreps_in, edge_index, edge_vec, edge_sh, layer.irreps_sh, edge_radial,
+        layer.num_radial, edge_envelope,
+    )
+    edge_sh, edge_radial, envelope = layer.edge_encoder(edge_vec, edge_sh, edge_radial, edge_envelope)
+    return edge_sh, layer.radial_mlp(edge_radial) * envelope[:, None], envelope

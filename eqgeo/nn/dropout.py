@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..o3 import Irreps
+from .checks import check_features
 
 __all__ = ["IrrepsDropout"]
 
@@ -59,11 +60,7 @@ class IrrepsDropout(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Drop irrep copies of ``x`` (``(..., irreps.dim)``) in training; identity in eval."""
-        if x.shape[-1] != self._dim_in:
-            raise ValueError(
-                f"IrrepsDropout expects features of irreps {self.irreps_in} (dim {self._dim_in}), got last "
-                f"dimension {x.shape[-1]}"
-            )
+        check_features("IrrepsDropout", self.irreps_in, self._dim_in, x)
         if not self.training or self.p == 0.0:
             return x
         if self.p == 1.0:

@@ -9,11 +9,8 @@ from torch import Tensor
 from torch_geometric.nn import MessagePassing
 
 from .buffers import keep_float64
-from .conv_setup import check_positive, check_reachable, layer_irreps, num_weights, uvu_instructions
-from .edges import EdgeEncoder, check_edge_inputs
+from .conv_setup import check_positive, edge_filter, edge_weights, layer_irreps, num_weights
 from .linear import Linear
-from .radial import RadialMLP
-from .tensor_product import TensorProduct
 
 __all__ = ["EquivariantConv"]
 
@@ -117,24 +114,9 @@ class EquivariantConv(MessagePassing):
             name, num_radial=num_radial, cutoff=cutoff, radial_hidden=radial_hidden,
             avg_num_neighbors=avg_num_neighbors,
         )
-        if radial_layers < 0:
-            raise ValueError(f"{name}: radial_layers must be >= 0, got {radial_layers}")
-        self.num_radial = int(num_radial)
-        self.cutoff = float(cutoff)
         # a persistent buffer: a loaded state_dict restores the training data's value
         self.register_buffer("neighbor_count", torch.tensor(float(avg_num_neighbors), dtype=torch.float64))
-
-        self.irreps_mid, instructions = uvu_instructions(
-            self.irreps_in, self.irreps_sh, [ir for _, ir in self.irreps_out]
-        )
-        check_reachable(name, self.irreps_in, self.irreps_sh, self.irreps_mid, self.irreps_out)
-        self.edge_encoder = EdgeEncoder(self.irreps_sh, self.num_radial, self.cutoff, basis, p)
-        self.tp = TensorProduct(
-            self.irreps_in, self.irreps_sh, self.irreps_mid, instructions, shared_weights=False, internal_weights=False
-        )
-        self.radial_mlp = RadialMLP(
-            self.num_radial, [int(radial_hidden)] * int(radial_layers), num_out=self.tp.weight_numel
-        )
+        edge_filter(self, [ir for _, ir in self.irreps_out], num_radial, cutoff, radial_hidden, radial_layers, basis, p)
         self.linear = Linear(self.irreps_mid, self.irreps_out)
         self.self_connection = Linear(self.irreps_in, self.irreps_out) if self_connection else None
         self.reset_parameters()
@@ -164,12 +146,7 @@ class EquivariantConv(MessagePassing):
         edge_radial: Optional[Tensor] = None,
         edge_envelope: Optional[Tensor] = None,
     ) -> Tensor:
-        check_edge_inputs(
-            type(self).__name__, x, self.irreps_in, edge_index, edge_vec, edge_sh, self.irreps_sh, edge_radial,
-            self.num_radial, edge_envelope,
-        )
-        edge_sh, edge_radial, envelope = self.edge_encoder(edge_vec, edge_sh, edge_radial, edge_envelope)
-        edge_weight = self.radial_mlp(edge_radial) * envelope[:, None]
+        edge_sh, edge_weight, _ = edge_weights(self, x, edge_index, edge_vec, edge_sh, edge_radial, edge_envelope)
         out = self.propagate(edge_index, x=x, edge_sh=edge_sh, edge_weight=edge_weight)
         out = self.linear(out * self.neighbor_count.rsqrt().to(out.dtype))
         if self.self_connection is not None:

@@ -12,11 +12,8 @@ from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import scatter, softmax
 
 from ..o3 import Irrep, Irreps
-from .conv_setup import check_positive, check_reachable, layer_irreps, num_weights, uvu_instructions
-from .edges import EdgeEncoder, check_edge_inputs
+from .conv_setup import check_positive, edge_filter, edge_weights, layer_irreps, num_weights
 from .linear import Linear
-from .radial import RadialMLP
-from .tensor_product import TensorProduct
 
 __all__ = ["EquivariantTransformerConv"]
 
@@ -132,8 +129,6 @@ class EquivariantTransformerConv(MessagePassing):
         check_positive(
             name, heads=heads, key_dim=key_dim, num_radial=num_radial, cutoff=cutoff, radial_hidden=radial_hidden
         )
-        if radial_layers < 0:
-            raise ValueError(f"{name}: radial_layers must be >= 0, got {radial_layers}")
         if _SCALAR not in self.irreps_in:
             raise ValueError(f"{name}: irreps_in {self.irreps_in} has no scalars (0e) to compute the queries from")
         bad = [f"{mul}x{ir}" for mul, ir in self.irreps_out if mul % heads]
@@ -144,23 +139,11 @@ class EquivariantTransformerConv(MessagePassing):
             )
         self.heads = int(heads)
         self.key_dim = int(key_dim)
-        self.num_radial = int(num_radial)
-        self.cutoff = float(cutoff)
-
         targets = {ir for _, ir in self.irreps_out} | {_SCALAR}
-        self.irreps_mid, instructions = uvu_instructions(self.irreps_in, self.irreps_sh, targets)
-        check_reachable(name, self.irreps_in, self.irreps_sh, self.irreps_mid, self.irreps_out)
+        edge_filter(self, targets, num_radial, cutoff, radial_hidden, radial_layers, basis, p)
         if _SCALAR not in self.irreps_mid:
             raise ValueError(f"{name}: no path {self.irreps_in} x {self.irreps_sh} -> 0e gives scalars for the keys")
         irreps_qk = Irreps([(self.heads * self.key_dim, "0e")])
-
-        self.edge_encoder = EdgeEncoder(self.irreps_sh, self.num_radial, self.cutoff, basis, p)
-        self.tp = TensorProduct(
-            self.irreps_in, self.irreps_sh, self.irreps_mid, instructions, shared_weights=False, internal_weights=False
-        )
-        self.radial_mlp = RadialMLP(
-            self.num_radial, [int(radial_hidden)] * int(radial_layers), num_out=self.tp.weight_numel
-        )
         self.query = Linear(self.irreps_in, irreps_qk)
         self.key = Linear(self.irreps_mid, irreps_qk)
         self.value = Linear(self.irreps_mid, self.irreps_out)
@@ -185,12 +168,7 @@ class EquivariantTransformerConv(MessagePassing):
         edge_envelope: Optional[Tensor] = None,
         return_attention_weights: bool = False,
     ) -> Union[Tensor, Tuple[Tensor, Tuple[Tensor, Tensor]]]:
-        check_edge_inputs(
-            type(self).__name__, x, self.irreps_in, edge_index, edge_vec, edge_sh, self.irreps_sh, edge_radial,
-            self.num_radial, edge_envelope,
-        )
-        edge_sh, edge_radial, envelope = self.edge_encoder(edge_vec, edge_sh, edge_radial, edge_envelope)
-        edge_weight = self.radial_mlp(edge_radial) * envelope[:, None]
+        edge_sh, edge_weight, envelope = edge_weights(self, x, edge_index, edge_vec, edge_sh, edge_radial, edge_envelope)
         num_nodes = x.shape[0]
         alpha, value = self.edge_updater(
             edge_index, x=x, query=self.query(x), edge_sh=edge_sh, edge_weight=edge_weight, envelope=envelope,

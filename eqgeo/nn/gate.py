@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..o3 import Irrep, Irreps
+from .checks import check_features
 
 __all__ = ["Gate", "Normalize2Mom", "second_moment", "activation_parity"]
 
@@ -305,11 +306,7 @@ class Gate(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the gate to features ``x`` of shape ``(..., irreps_in.dim)``."""
-        if x.shape[-1] != self._dim_in:
-            raise ValueError(
-                f"Gate expects features of irreps {self.irreps_in} (dim {self._dim_in}), got last dimension "
-                f"{x.shape[-1]}"
-            )
+        check_features("Gate", self.irreps_in, self._dim_in, x)
         out = [self.act_scalars[i](x[..., a:b]) for a, b, i in self._scalar_runs]
         if self._gated:
             gates = [self.act_gates[i](x[..., a:b]) for a, b, i in self._gate_runs]

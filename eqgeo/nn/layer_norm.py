@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..o3 import Irreps
+from .checks import check_features
 
 __all__ = ["EquivariantLayerNorm"]
 
@@ -90,11 +91,7 @@ class EquivariantLayerNorm(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise features ``x`` of shape ``(..., irreps.dim)``."""
-        if x.shape[-1] != self._dim_in:
-            raise ValueError(
-                f"EquivariantLayerNorm expects features of irreps {self.irreps_in} (dim {self._dim_in}), got last "
-                f"dimension {x.shape[-1]}"
-            )
+        check_features("EquivariantLayerNorm", self.irreps_in, self._dim_in, x)
         batch = x.shape[:-1]
         out = []
         for start, mul, d, is_scalar, c0, b0 in self._entries:

@@ -8,6 +8,7 @@ import torch
 
 from ..o3 import Irreps
 from .buffers import keep_float64
+from .checks import check_features
 
 __all__ = ["Linear"]
 
@@ -169,10 +170,7 @@ class Linear(torch.nn.Module):
         return y.reshape(*lead, self.irreps_out.dim)
 
     def forward(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-        if x.shape[-1] != self.irreps_in.dim:
-            raise ValueError(
-                f"Linear expects features of irreps {self.irreps_in} (dim {self.irreps_in.dim}), got last dimension {x.shape[-1]}"
-            )
+        check_features("Linear", self.irreps_in, self.irreps_in.dim, x)
         if weight is None:
             if self.weight is None:
                 raise ValueError(f"Linear has no internal weights: pass weight= ({self.weight_numel} numbers)")

@@ -7,6 +7,7 @@ from typing import Callable, Optional
 import torch
 
 from ..o3 import Irreps
+from .checks import check_features
 
 __all__ = ["NormActivation"]
 
@@ -104,11 +105,7 @@ class NormActivation(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Scale each irrep copy of ``x`` (``(..., irreps_in.dim)``) by a function of its norm."""
-        if x.shape[-1] != self._dim_in:
-            raise ValueError(
-                f"NormActivation expects features of irreps {self.irreps_in} (dim {self._dim_in}), got last "
-                f"dimension {x.shape[-1]}"
-            )
+        check_features("NormActivation", self.irreps_in, self._dim_in, x)
         if not self._entries:
             return x
         sq = self._norms_squared(x)

@@ -12,6 +12,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from ..o3 import Irreps
+from .checks import check_features
 from .gate import Normalize2Mom
 
 __all__ = ["BesselBasis", "GaussianBasis", "PolynomialCutoff", "RadialMLP", "RadialEmbedding"]
@@ -292,11 +293,7 @@ class RadialMLP(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map basis features ``(..., num_basis)`` to ``(..., num_out)``."""
-        if x.shape[-1] != self.hs[0]:
-            raise ValueError(
-                f"RadialMLP expects features of irreps {self.irreps_in} (dim {self.hs[0]}), got last dimension "
-                f"{x.shape[-1]}"
-            )
+        check_features("RadialMLP", self.irreps_in, self.hs[0], x)
         n = len(self._scales)
         for i, (w, s) in enumerate(zip(self.weights, self._scales)):
             x = x @ (w * s)
