@@ -457,6 +457,15 @@ static int64_t NAME(scratch_stride)(const int64_t *h) {
     return t;
 }
 
+/* The weights of channel column v of a uvu path for u = 0..U-1 (NULL: the path has no weights):
+ * the path's weights in place when V == 1, else gathered from stride V into S. */
+static inline const real *NAME(uvu_weights)(const real *w, int64_t woff, int64_t U, int64_t V, int64_t v, real *S) {
+    if (woff < 0) return NULL;
+    if (V == 1) return w + woff;
+    for (int64_t u = 0; u < U; ++u) S[u] = w[woff + u * V + v];
+    return S;
+}
+
 typedef struct {
     const int64_t *hdr, *meta, *blocks1, *zeros;
     const real *cg, *x1, *x2, *w;
@@ -488,15 +497,7 @@ static void NAME(fwd_range)(void *p, int64_t start, int64_t end, int tid) {
                 const real *XTa = sc.XT + m[F_OFF1];
                 for (int64_t v = 0; v < V; ++v) {
                     NAME(contract_y)(A, C, xb + v * d2, d2, d1 * dout);
-                    const real *sp = NULL;
-                    if (woff >= 0) {
-                        if (V == 1) {
-                            sp = w + woff;
-                        } else {
-                            for (int64_t u = 0; u < U; ++u) sc.S[u] = w[woff + u * V + v];
-                            sp = sc.S;
-                        }
-                    }
+                    const real *sp = NAME(uvu_weights)(w, woff, U, V, v, sc.S);
                     NAME(uvu_fwd)(o, XTa, A, sp, U, d1, dout, !(m[F_ASSIGN] && v == 0));
                 }
             } else { /* uuu: A depends on the channel; plain loops in the feature layout */
@@ -566,15 +567,7 @@ static void NAME(bwd_range)(void *p, int64_t start, int64_t end, int tid) {
             NAME(to_t)(GT, go + m[F_OFFO], U, dout);
             for (int64_t v = 0; v < V; ++v) {
                 NAME(contract_y)(A, C, xb + v * d2, d2, d1 * dout);
-                const real *sp = NULL;
-                if (woff >= 0) {
-                    if (V == 1) {
-                        sp = w + woff;
-                    } else {
-                        for (int64_t u = 0; u < U; ++u) sc.S[u] = w[woff + u * V + v];
-                        sp = sc.S;
-                    }
-                }
+                const real *sp = NAME(uvu_weights)(w, woff, U, V, v, sc.S);
                 NAME(uvu_bwd)(XTa, GXa, GT, A, sp, acc, gA, H, SX, U, d1, dout);
                 if (woff >= 0) {
                     real *g = gw + woff + v;
