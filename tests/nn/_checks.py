@@ -38,3 +38,43 @@ def round_trips(module: torch.nn.Module, *args) -> None:
         fresh.reset_parameters()
     fresh.load_state_dict(torch.load(buf, weights_only=True))
     torch.testing.assert_close(fresh(*args), y)
+
+
+def cutoff_crossing(layer: torch.nn.Module, x: torch.Tensor, fixed: list[torch.Tensor], direction: torch.Tensor,
+                    cutoff: float) -> list[tuple[int, int, float, float]]:
+    """A last atom moved across the cutoff sphere about the origin along ``direction``, just inside and just
+    outside, at steps 1e-1, 1e-2 and 1e-3: per step ``(edges inside, edges outside, largest change of the
+    output, largest change of the gradient of sum(output^2) by the positions)``. ``fixed`` are the other
+    atoms' positions (an atom at the origin among them). Edges within ``cutoff``."""
+    from ._reference import edge_vectors, radius_edges
+
+    def run(distance):
+        pos = torch.stack([*fixed, distance * direction]).requires_grad_(True)
+        edge_index = radius_edges(pos.detach(), cutoff)
+        out = layer(x, edge_index, edge_vectors(pos, edge_index))
+        (grad,) = torch.autograd.grad(out.square().sum(), pos)
+        return edge_index.shape[1], out.detach(), grad
+
+    changes = []
+    for step in (1e-1, 1e-2, 1e-3):
+        n_in, out_in, g_in = run(cutoff - step)
+        n_out, out_out, g_out = run(cutoff + step)
+        changes.append((n_in, n_out, (out_in - out_out).abs().max().item(), (g_in - g_out).abs().max().item()))
+    return changes
+
+
+def double_backward_through_edges(layer: torch.nn.Module, irreps_in: str) -> None:
+    """gradcheck and gradgradcheck of the layer's output by its features and edge vectors on a 3-atom graph
+    (forces are derivatives by positions; training on them differentiates once more)."""
+    from ._reference import edge_vectors, random_graph
+
+    x, pos, edge_index = random_graph(n=3, irreps=irreps_in, spread=0.8)
+    assert edge_index.shape[1] == 6
+    x.requires_grad_(True)
+    edge_vec = edge_vectors(pos, edge_index).requires_grad_(True)
+
+    def f(x, edge_vec):
+        return layer(x, edge_index, edge_vec)
+
+    torch.autograd.gradcheck(f, (x, edge_vec))
+    torch.autograd.gradgradcheck(f, (x, edge_vec))

@@ -9,7 +9,7 @@ from eqgeo.o3 import Irreps, SphericalHarmonics
 from eqgeo.testing import NodeIndex, Nodes, assert_equivariant
 
 from ..helpers import oracle
-from ._checks import compiles_without_graph_breaks, round_trips
+from ._checks import compiles_without_graph_breaks, cutoff_crossing, double_backward_through_edges, round_trips
 from ._reference import (
     CUTOFF,
     IN,
@@ -151,20 +151,10 @@ def test_continuous_at_the_cutoff():
     direction = torch.tensor([0.3, -0.5, 0.8], dtype=torch.float64)
     direction = direction / direction.norm()
 
-    def run(distance):
-        pos = torch.stack([torch.tensor([-1.0, 0.2, 0.1], dtype=torch.float64), torch.zeros(3, dtype=torch.float64),
-                           distance * direction]).requires_grad_(True)
-        edge_index = radius_edges(pos.detach(), CUTOFF)
-        out = conv(x, edge_index, edge_vectors(pos, edge_index))
-        (grad,) = torch.autograd.grad(out.square().sum(), pos)
-        return edge_index.shape[1], out.detach(), grad
-
-    changes = []
-    for step in (1e-1, 1e-2, 1e-3):
-        n_in, out_in, g_in = run(CUTOFF - step)
-        n_out, out_out, g_out = run(CUTOFF + step)
-        assert n_in == n_out + 2  # the pair (1, 2) is an edge inside only
-        changes.append(((out_in - out_out).abs().max().item(), (g_in - g_out).abs().max().item()))
+    fixed = [torch.tensor([-1.0, 0.2, 0.1], dtype=torch.float64), torch.zeros(3, dtype=torch.float64)]
+    changes = cutoff_crossing(conv, x, fixed, direction, CUTOFF)
+    assert all(n_in == n_out + 2 for n_in, n_out, _, _ in changes)  # the pair (1, 2) is an edge inside only
+    changes = [c[2:] for c in changes]
     assert changes[0][0] > 1e-9  # the edge does contribute just inside
     # values and gradients converge: at least 10x smaller per decade of the step (measured: order 6)
     assert changes[2][0] < 1e-8 and changes[2][1] < 1e-5
@@ -213,18 +203,8 @@ def test_compiles_without_graph_breaks_and_round_trips():
 
 
 def test_double_backward_through_positions():
-    # forces are -dE/dpos; training on them differentiates once more
     conv = make(irreps_in="2x0e+1x1o", irreps_out="1x0e+1x1o", irreps_sh=1, radial_hidden=4, radial_layers=1)
-    x, pos, edge_index = random_graph(n=3, irreps="2x0e+1x1o", spread=0.8)
-    assert edge_index.shape[1] == 6
-    x.requires_grad_(True)
-    edge_vec = edge_vectors(pos, edge_index).requires_grad_(True)
-
-    def f(x, edge_vec):
-        return conv(x, edge_index, edge_vec)
-
-    torch.autograd.gradcheck(f, (x, edge_vec))
-    torch.autograd.gradgradcheck(f, (x, edge_vec))
+    double_backward_through_edges(conv, "2x0e+1x1o")
 
 
 def test_repr_and_weight_count():
