@@ -43,7 +43,8 @@ class ModelTestsMixin:
     - ``make_graphs(dtype)``: a list of small graphs;
     - ``compile_target(model, data)``: ``(fn, args)``, the plain-tensor part that
       ``torch.compile(fullgraph=True)`` must capture;
-    - ``extra_atom(data, pos)``: ``data`` with one more atom at ``pos`` (for the cutoff test).
+    - ``extra_atom(data, pos)`` where the default does not fit: ``data`` with one more atom at ``pos``
+      (for the cutoff test); by default a hydrogen added to a molecule's ``z`` and ``pos``.
     """
 
     outputs: dict = {}
@@ -57,6 +58,9 @@ class ModelTestsMixin:
     # -------------------------------------------------------------- helpers
     def run(self, model, data) -> dict:
         return model(data)
+
+    def extra_atom(self, data, pos):
+        return Data(z=torch.cat([data.z, torch.tensor([1])]), pos=torch.cat([data.pos, pos[None]]))
 
     @staticmethod
     def flat(value: torch.Tensor) -> torch.Tensor:

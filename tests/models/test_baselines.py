@@ -73,9 +73,6 @@ class _BaselineTests(ModelTestsMixin):
     def with_edges(self, data):
         return data  # the baselines build their own neighbour list (and refuse data.edge_index)
 
-    def extra_atom(self, data, pos):
-        return Data(z=torch.cat([data.z, torch.tensor([1])]), pos=torch.cat([data.pos, pos[None]]))
-
     # not one graph: PyG's forward builds the neighbour list (vesin, NumPy) inside the model
     test_compile_fullgraph = None
 

@@ -36,9 +36,6 @@ class _PotentialTests(EnergyModelTests, ModelTestsMixin):
     def compile_target(self, model, data):
         return model.atomic_energies, (data.z, data.pos, data.edge_index, data.batch)
 
-    def extra_atom(self, data, pos):
-        return Data(z=torch.cat([data.z, torch.tensor([1])]), pos=torch.cat([data.pos, pos[None]]))
-
     def test_forces_continuous_at_cutoff(self):
         model = self.make_model(torch.float64)
         data = self.make_graphs(torch.float64)[0]

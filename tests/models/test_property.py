@@ -49,9 +49,6 @@ class _PropertyTests(ModelTestsMixin):
 
         return fn, (data.z, data.pos, data.edge_index, data.batch)
 
-    def extra_atom(self, data, pos):
-        return Data(z=torch.cat([data.z, torch.tensor([1])]), pos=torch.cat([data.pos, pos[None]]))
-
     def check_isolated(self, model, data, out):
         alone = [model(Data(z=data.z[i : i + 1], pos=data.pos[i : i + 1])) for i in range(data.num_nodes)]
         # "sum" target: the sum of the atoms alone; "mean": their mean
