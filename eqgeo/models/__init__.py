@@ -8,7 +8,14 @@ PyG's SchNet and ViSNet run as baselines behind the same interfaces (:mod:`eqgeo
 ``eqgeo-train`` builds each from its config's ``_target_``.
 """
 
-from ._common import LAYERS, PARITIES, SpeciesEmbedding, InteractionStack, hidden_irreps
+from ._common import (
+    LAYERS,
+    PARITIES,
+    InteractionStack,
+    SpeciesEmbedding,
+    UnknownSpeciesError,
+    hidden_irreps,
+)
 from .architecture import Architecture
 from .baselines import MODES, SchNetBaseline, ViSNetBaseline
 from .docking import DOCKING_SPECIES, DockingModel
@@ -26,6 +33,7 @@ __all__ = [
     "MODES",
     "InteractionStack",
     "SpeciesEmbedding",
+    "UnknownSpeciesError",
     "dataset_statistics",
     "hidden_irreps",
     "LAYERS",
