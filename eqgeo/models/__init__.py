@@ -14,7 +14,9 @@ from ._common import (
     InteractionStack,
     SpeciesEmbedding,
     UnknownSpeciesError,
+    energy_and_forces,
     hidden_irreps,
+    species_types,
 )
 from .architecture import Architecture
 from .baselines import MODES, SchNetBaseline, ViSNetBaseline
@@ -34,6 +36,8 @@ __all__ = [
     "InteractionStack",
     "SpeciesEmbedding",
     "UnknownSpeciesError",
+    "species_types",
+    "energy_and_forces",
     "dataset_statistics",
     "hidden_irreps",
     "LAYERS",
