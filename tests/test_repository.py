@@ -1,16 +1,21 @@
-"""Nothing machine-specific in the repository (issue 11, item 6).
+"""Rules of the repository that no single module's tests see.
 
-Every tracked text file is searched for absolute paths of one machine (a project or home folder,
-a temporary run folder, an interpreter's site-packages) and for package-index URLs: committed
-scripts find what they need relative to the repository root, results show commands relative to
-it, and the peer environments come from ``experiments/peers/setup.sh`` with plain ``pip install``.
+Nothing machine-specific in the repository (issue 11, item 6). Every tracked text file is searched
+for absolute paths of one machine (a project or home folder, a temporary run folder, an
+interpreter's site-packages) and for package-index URLs: committed scripts find what they need
+relative to the repository root, results show commands relative to it, and the peer environments
+come from ``experiments/peers/setup.sh`` with plain ``pip install``. The patterns are assembled from
+pieces, so that this file itself (which is scanned like any other) does not match them; the
+negative controls run the same checker on small strings that do.
 
-The patterns are assembled from pieces, so that this file itself (which is scanned like any other)
-does not match them; the negative controls run the same checker on small strings that do.
+No private name used across packages (issue 12, item 5). Every module of ``eqgeo/`` is parsed, and
+its imports, and attributes of the names they bind, must not reach a private name (one leading
+underscore) of another package: what one package needs of another is public there.
 """
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import shutil
@@ -148,3 +153,138 @@ def test_peer_environments_are_ignored():
     _tracked_files()
     run = subprocess.run(["git", "check-ignore", "-q", ".venvs/mace/bin/python"], cwd=REPO)
     assert run.returncode == 0, ".venvs/ is not in .gitignore"
+
+
+# ----------------------------------------------------------------------------------------------
+# No private name used across packages
+
+PACKAGE = REPO / "eqgeo"
+
+
+def _is_private(name: str) -> bool:
+    """One leading underscore: ``_common``, ``_edge_lengths`` (a dunder such as ``__all__`` is not private)."""
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def _packages(root: Path) -> set[str]:
+    """Dotted names of the packages (folders with an ``__init__.py``) under ``root``, ``root`` included."""
+    return {".".join(init.parent.relative_to(root.parent).parts) for init in root.rglob("__init__.py")}
+
+
+def _owner(path: list[str], packages: set[str]) -> str:
+    """The package of the last part of a dotted ``path``: the longest prefix before it that is a package."""
+    for k in range(len(path) - 1, 0, -1):
+        if ".".join(path[:k]) in packages:
+            return ".".join(path[:k])
+    return ""
+
+
+def private_crossings(
+    source: str, module: str, packages: set[str], is_package: bool = False
+) -> list[tuple[int, str, str]]:
+    """``(line number, what, owner)`` for each private name of another package that ``source`` uses.
+
+    ``source`` is the module ``module`` (dotted; ``is_package``: an ``__init__.py``), ``packages``
+    the dotted names of the packages of its tree (:func:`_packages`). A private module, subpackage or
+    name belongs to the package (the folder) that holds it, its *owner*: ``_edge_lengths`` of
+    ``eqgeo.nn.equivariant_conv`` and the module ``_common`` of ``eqgeo.models`` are ``eqgeo.nn``'s
+    and ``eqgeo.models``'s. The owner and its subpackages may use it (``eqgeo.nn._tp`` is part of
+    ``eqgeo.nn``); any other package may not. Read: every ``import`` and ``from ... import`` of the
+    tree, absolute or relative, at any depth (imports inside functions too), and ``name._private``
+    where ``name`` is bound by one of them (``buffers._x`` after ``from ..nn import buffers``).
+    """
+    top = module.split(".")[0]
+    here = module if is_package else module.rpartition(".")[0]
+    found: list[tuple[int, str, str]] = []
+    bound: dict[str, list[str]] = {}
+
+    def check(path: list[str], line: int, what: str) -> None:
+        for i in range(1, len(path)):
+            if _is_private(path[i]):
+                owner = _owner(path[: i + 1], packages)
+                if here != owner and not here.startswith(owner + "."):
+                    found.append((line, what, owner))
+                    return
+
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = here.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = base + (node.module.split(".") if node.module else [])
+            else:
+                target = node.module.split(".")
+            if target[0] != top:
+                continue
+            for alias in node.names:
+                path = target + [alias.name]
+                check(path, node.lineno, f"from {'.' * node.level}{node.module or ''} import {alias.name}")
+                bound[alias.asname or alias.name] = path
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                path = alias.name.split(".")
+                if path[0] != top:
+                    continue
+                check(path, node.lineno, f"import {alias.name}")
+                bound[alias.asname or path[0]] = path if alias.asname else path[:1]
+    inner = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and id(node) not in inner:  # whole chains a.b.c only
+            chain, base = [], node
+            while isinstance(base, ast.Attribute):
+                chain.append(base.attr)
+                base = base.value
+            if isinstance(base, ast.Name) and base.id in bound:
+                check(bound[base.id] + chain[::-1], node.lineno, ".".join([base.id] + chain[::-1]))
+    return sorted(set(found))
+
+
+def test_no_private_name_used_across_packages():
+    packages = _packages(PACKAGE)
+    modules = sorted(PACKAGE.rglob("*.py"))
+    assert len(modules) > 10 and "eqgeo.nn._tp" in packages
+    report = []
+    for path in modules:
+        parts = list(path.relative_to(REPO).with_suffix("").parts)
+        is_package = parts[-1] == "__init__"
+        module = ".".join(parts[:-1] if is_package else parts)
+        for number, what, owner in private_crossings(path.read_text(), module, packages, is_package):
+            report.append(f"{path.relative_to(REPO)}:{number}: {what} (private to {owner})")
+    assert not report, ("private names used outside their package (make them public in their module's __all__ "
+                        "and the package's __init__, or move them):\n" + "\n".join(report))
+
+
+@pytest.mark.parametrize("module, source", [
+    ("eqgeo.data.neighbors", "from ..nn.equivariant_conv import _edge_lengths"),
+    ("eqgeo.training.task", "from ..models._common import SpeciesEmbedding"),
+    ("eqgeo.training.task", "from ..models import _common"),
+    ("eqgeo.inference.docking", "from eqgeo.nn._tp import get_plan"),
+    ("eqgeo.inference.docking", "import eqgeo.nn._tp.plan as plan"),
+    ("eqgeo.models.potential", "def f():\n    from ..nn import _native\n    return _native"),
+    ("eqgeo.models.potential", "from ..nn import buffers\nbuffers._keep(1)"),
+    ("eqgeo.models.potential", "import eqgeo.o3\nx = eqgeo.o3._wigner.wigner_3j"),
+    ("eqgeo.models.potential", "from ..o3 import Irreps\nIrreps._parse('1x0e')"),
+    ("eqgeo.nn.tensor_product", "from ._tp.plan import _tables"),
+    ("eqgeo.o3", "from ..nn.gate import _gate_for"),
+])
+def test_checker_reports_private_names_across_packages(module, source):
+    """Negative controls: the same checker flags each of these sources."""
+    found = private_crossings(source, module, _packages(PACKAGE), is_package=module == "eqgeo.o3")
+    assert len(found) == 1, (source, found)
+
+
+@pytest.mark.parametrize("module, source", [
+    ("eqgeo.models.potential", "from ._common import SpeciesEmbedding, graph_inputs"),
+    ("eqgeo.models.baselines", "from .property import _REDUCES"),
+    ("eqgeo.models", "from ._common import UnknownSpeciesError"),
+    ("eqgeo.nn._tp.native", "from .. import _native"),
+    ("eqgeo.nn.tensor_product", "from ._tp import get_plan"),
+    ("eqgeo.o3._irreps", "from ._wigner import _wigner_3j_np"),
+    ("eqgeo.models.potential", "from torch._dynamo import config\nimport torch\ntorch._C._x"),
+    ("eqgeo.models.potential", "from ..nn import Gate\nfrom ..o3 import Irreps\nIrreps.__name__, Gate.irreps_in"),
+    ("eqgeo.models.potential", "from ..nn import buffers\nx._private + self._private"),
+])
+def test_checker_leaves_public_and_same_package_names(module, source):
+    """What the checker must not flag: public names, a package's own private names, other libraries."""
+    assert not private_crossings(source, module, _packages(PACKAGE), is_package=module == "eqgeo.models"), source

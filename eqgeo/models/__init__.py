@@ -8,7 +8,16 @@ PyG's SchNet and ViSNet run as baselines behind the same interfaces (:mod:`eqgeo
 ``eqgeo-train`` builds each from its config's ``_target_``.
 """
 
-from ._common import LAYERS, PARITIES, SpeciesEmbedding, InteractionStack, hidden_irreps
+from ._common import (
+    LAYERS,
+    PARITIES,
+    InteractionStack,
+    SpeciesEmbedding,
+    UnknownSpeciesError,
+    energy_and_forces,
+    hidden_irreps,
+    species_types,
+)
 from .architecture import Architecture
 from .baselines import MODES, SchNetBaseline, ViSNetBaseline
 from .docking import DOCKING_SPECIES, DockingModel
@@ -26,6 +35,9 @@ __all__ = [
     "MODES",
     "InteractionStack",
     "SpeciesEmbedding",
+    "UnknownSpeciesError",
+    "species_types",
+    "energy_and_forces",
     "dataset_statistics",
     "hidden_irreps",
     "LAYERS",

@@ -1,9 +1,10 @@
-"""Parts shared by eqgeo's models: species embedding, the interaction stack, graph construction."""
+"""Parts shared by eqgeo's models: species lookup and embedding, the interaction stack, graph
+construction, energies and their derivatives."""
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -18,7 +19,9 @@ __all__ = [
     "hidden_irreps",
     "SpeciesEmbedding",
     "check_species",
+    "species_types",
     "UnknownSpeciesError",
+    "energy_and_forces",
     "naming_graphs",
     "InteractionStack",
     "graph_inputs",
@@ -88,10 +91,8 @@ class SpeciesEmbedding(torch.nn.Module):
 
     def types(self, z: Tensor, batch: Optional[Tensor] = None) -> Tensor:
         """Type index of each atom, ``(N,)``; ``batch`` (the graph of each atom) makes the error for an
-        unknown element name the graph and the atom within it."""
-        if not torch.compiler.is_compiling() and z.numel():
-            check_species(z, self.type_of, self.species, batch)
-        return self.type_of[z]
+        unknown element name the graph and the atom within it (see :func:`species_types`)."""
+        return species_types(z, self.type_of, self.atomic_numbers, batch)
 
     def forward(self, z: Tensor, kind: Optional[Tensor] = None, batch: Optional[Tensor] = None) -> Tensor:
         t = self.types(z, batch)
@@ -178,6 +179,105 @@ def check_species(
     where = bad.nonzero().flatten()
     atoms = [(int(batch[i]), int(local[i]), _element(int(z[i]))) for i in where[:limit].tolist()]
     raise UnknownSpeciesError.build(unknown, species, atoms, max(where.numel() - limit, 0), names)
+
+
+def species_types(z: Tensor, type_of: Tensor, atomic_numbers: Tensor, batch: Optional[Tensor] = None) -> Tensor:
+    """Type index of each atom, ``type_of[z]`` ``(N,)``, after :func:`check_species`: the one species
+    lookup of eqgeo's networks (:class:`SpeciesEmbedding`) and the PyG baselines.
+
+    Args:
+        z: atomic numbers ``(N,)``.
+        type_of: ``(119,)``, the type index of each atomic number (``-1``: unknown).
+        atomic_numbers: the model's species ``(num_species,)``, named by the error.
+        batch: the graph of each atom, for the error.
+
+    Raises:
+        UnknownSpeciesError: an atomic number outside ``atomic_numbers``, in eager mode. Compiled
+            graphs skip the check, which reads tensors back to Python: ``atomic_numbers`` is
+            read only when it runs, so that :func:`torch.compile` captures the lookup in the
+            caller's graph (``fullgraph=True``).
+    """
+    if not torch.compiler.is_compiling() and z.numel():
+        check_species(z, type_of, atomic_numbers.tolist(), batch)
+    return type_of[z]
+
+
+def energy_and_forces(
+    energy_of: Callable[[Tensor, Optional[Tensor]], dict[str, Tensor]],
+    pos: Tensor,
+    *,
+    training: bool,
+    compute_forces: bool = True,
+    volume: Optional[Tensor] = None,
+) -> dict[str, Tensor]:
+    r"""Energies and their derivatives: the one forces-and-stress path of
+    :class:`~eqgeo.models.InteratomicPotential` and the PyG baselines in ``mode="energy"``.
+
+    .. math::
+
+        \mathbf{F}_i = -\frac{\partial E}{\partial \mathbf{r}_i}, \qquad
+        W = -\frac{\partial E}{\partial \epsilon}, \qquad
+        \sigma = \frac{1}{V} \frac{\partial E}{\partial \epsilon},
+
+    with :math:`E` the sum of the graphs' energies and :math:`\epsilon` a symmetric strain, zero,
+    that ``energy_of`` applies to positions and cell (``x + x @ strain``, the strain of each
+    atom's graph); :math:`\sigma` has ASE's sign (positive under tension).
+
+    Args:
+        energy_of: ``energy_of(pos, strain)``, the outputs with ``"energy"`` ``(G,)``; ``strain``
+            is ``None`` without ``volume``, else the symmetric strain ``(G, 3, 3)``.
+        pos: positions ``(N, 3)``; when derivatives are asked for and ``pos`` does not require
+            grad, a detached copy that does is passed to ``energy_of``.
+        training: build the derivatives with ``create_graph=True`` (when gradients are enabled),
+            so that a loss on forces or stress back-propagates to the weights.
+        compute_forces: add ``"forces"`` ``(N, 3)``.
+        volume: the cell volumes ``(G,)`` of periodic graphs: add ``"virial"`` and ``"stress"``
+            ``(G, 3, 3)``.
+
+    Returns:
+        ``energy_of``'s outputs and the derivatives asked for. Under :func:`torch.no_grad` the
+        derivatives are still computed and every output is detached; under
+        :func:`torch.inference_mode`, which has no autograd, asking for them raises
+        ``RuntimeError``. A position or strain that the energy does not depend on gets a zero
+        derivative.
+
+    Example:
+        >>> def energy_of(pos, strain):  # a spring of rest length 1 between two atoms
+        ...     return {"energy": ((pos[1] - pos[0]).norm() - 1.0).square()[None]}
+        >>> out = energy_and_forces(energy_of, torch.tensor([[0.0, 0, 0], [1.5, 0, 0]]), training=False)
+        >>> out["forces"][:, 0]  # stretched by 0.5: the atoms are pulled together
+        tensor([ 1., -1.])
+    """
+    compute_stress = volume is not None
+    if (compute_forces or compute_stress) and torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            f"{'forces and stress are' if compute_stress else 'forces are'} derivatives of the energy: run the "
+            "model under torch.no_grad(), not torch.inference_mode() (or pass compute_forces=False)"
+        )
+    grad_was_enabled = torch.is_grad_enabled()
+    create_graph = training and grad_was_enabled
+    with torch.set_grad_enabled(grad_was_enabled or compute_forces or compute_stress):
+        if (compute_forces or compute_stress) and not pos.requires_grad:
+            pos = pos.detach().requires_grad_(True)
+        strain = sym = None
+        if compute_stress:
+            strain = torch.zeros(volume.shape[0], 3, 3, dtype=pos.dtype, device=pos.device, requires_grad=True)
+            sym = 0.5 * (strain + strain.transpose(1, 2))
+        out = energy_of(pos, sym)
+        if compute_forces or compute_stress:
+            wrt = [pos] + ([strain] if compute_stress else [])
+            grads = torch.autograd.grad(
+                out["energy"].sum(), wrt, create_graph=create_graph, retain_graph=grad_was_enabled, allow_unused=True
+            )
+            grads = [torch.zeros_like(t) if gr is None else gr.to(t.dtype) for gr, t in zip(grads, wrt)]
+            if compute_forces:
+                out["forces"] = -grads[0]
+            if compute_stress:
+                out["virial"] = -grads[1]
+                out["stress"] = grads[1] / volume[:, None, None]
+    if not grad_was_enabled:
+        out = {k: v.detach() for k, v in out.items()}
+    return out
 
 
 @contextmanager

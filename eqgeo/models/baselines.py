@@ -33,7 +33,7 @@ from torch_geometric.nn.models.visnet import Distance, GatedEquivariantBlock
 from ..data import keys as K
 from ..data.neighbors import edge_vectors, radius_graph
 from ..nn.buffers import keep_float64
-from ._common import check_species, naming_graphs, scatter_sum
+from ._common import energy_and_forces, naming_graphs, scatter_sum, species_types
 from .potential import InteratomicPotential
 from .property import _REDUCES, PropertyModel, set_target_statistics, target_statistics
 
@@ -203,10 +203,6 @@ class _PyGBaseline(torch.nn.Module):
         """PyG's forward: the sum over each graph's atoms of the network's ``num_outputs`` outputs."""
         raise NotImplementedError
 
-    def _types(self, z: Tensor, batch: Optional[Tensor] = None) -> Tensor:
-        check_species(z, self.type_of, self.species, batch)
-        return self.type_of[z]
-
     def _inputs(self, data) -> tuple[Tensor, Tensor, Tensor, int]:
         name = type(self).__name__
         for key in (K.ATOMIC_NUMBER, K.POSITION):
@@ -241,11 +237,11 @@ class _PyGBaseline(torch.nn.Module):
         ``mode="property"``: ``{"y": (G, num_targets)}`` in float64, as :class:`PropertyModel`.
         ``mode="energy"``: ``{"energy": (G,)}`` in float64 and ``"forces"`` ``(N, 3)`` =
         ``-dE/dpos`` (unless ``compute_forces=False``), built with ``create_graph=True`` in training
-        mode, as :class:`InteratomicPotential`.
+        mode, by the same :func:`~eqgeo.models.energy_and_forces` as :class:`InteratomicPotential`.
         """
         z, pos, batch, num_graphs = self._inputs(data)
         with naming_graphs(data):
-            types = self._types(z, batch)
+            types = species_types(z, self.type_of, self.atomic_numbers, batch)
         if self.mode == "property":
             if compute_forces:
                 raise ValueError("compute_forces is for mode='energy'")
@@ -260,27 +256,11 @@ class _PyGBaseline(torch.nn.Module):
         return y + self.target_mean * torch.where(mask, atoms[:, None].to(torch.float64), torch.ones_like(y))
 
     def _energy(self, z, pos, batch, num_graphs: int, types: Tensor, compute_forces: bool) -> dict[str, Tensor]:
-        if compute_forces and torch.is_inference_mode_enabled():
-            raise RuntimeError(
-                "forces are derivatives of the energy: run the model under torch.no_grad(), not "
-                "torch.inference_mode() (or pass compute_forces=False)"
-            )
-        grad_was_enabled = torch.is_grad_enabled()
-        with torch.set_grad_enabled(grad_was_enabled or compute_forces):
-            if compute_forces and not pos.requires_grad:
-                pos = pos.detach().requires_grad_(True)
+        def energy_of(pos: Tensor, strain: None) -> dict[str, Tensor]:
             e = self._graph_outputs(z, pos, batch, num_graphs)[:, 0] * self.energy_scale.to(pos.dtype)
-            energy = e.to(torch.float64) + scatter_sum(self.energy_shift[types], batch, num_graphs)
-            out = {"energy": energy}
-            if compute_forces:
-                (grad,) = torch.autograd.grad(
-                    energy.sum(), [pos], create_graph=self.training and grad_was_enabled,
-                    retain_graph=grad_was_enabled, allow_unused=True,
-                )
-                out["forces"] = -(torch.zeros_like(pos) if grad is None else grad.to(pos.dtype))
-        if not grad_was_enabled:
-            out = {k: v.detach() for k, v in out.items()}
-        return out
+            return {"energy": e.to(torch.float64) + scatter_sum(self.energy_shift[types], batch, num_graphs)}
+
+        return energy_and_forces(energy_of, pos, training=self.training, compute_forces=compute_forces)
 
     def _describe(self) -> str:
         raise NotImplementedError

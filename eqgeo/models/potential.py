@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ..data.neighbors import edge_vectors
 from ..nn.buffers import keep_float64
-from ._common import SpeciesEmbedding, graph_inputs, naming_graphs, scalar_head, scatter_sum
+from ._common import SpeciesEmbedding, energy_and_forces, graph_inputs, naming_graphs, scalar_head, scatter_sum
 from .architecture import Architecture
 
 __all__ = ["InteratomicPotential"]
@@ -141,51 +141,25 @@ class InteratomicPotential(torch.nn.Module):
             ``{"energy": (G,), "atomic_energy": (N,), "forces": (N, 3), "stress": (G, 3, 3),
             "virial": (G, 3, 3)}`` (the keys that apply).
         """
-        if (compute_forces or compute_stress) and torch.is_inference_mode_enabled():
-            raise RuntimeError(
-                "forces and stress are derivatives of the energy: run the model under torch.no_grad(), not "
-                "torch.inference_mode() (or pass compute_forces=False)"
-            )
         g = graph_inputs(data, self.cutoff, self.max_num_neighbors, dtype=self.energy_scale.dtype)
         periodic = g.cell is not None
         if compute_stress is None:
             compute_stress = periodic and compute_forces
         if compute_stress and not periodic:
             raise ValueError("compute_stress=True needs data with a periodic cell (data.cell, data.pbc)")
-        grad_was_enabled = torch.is_grad_enabled()
-        create_graph = self.training and grad_was_enabled
-        with torch.set_grad_enabled(grad_was_enabled or compute_forces or compute_stress):
-            pos = g.pos
-            if (compute_forces or compute_stress) and not pos.requires_grad:
-                pos = pos.detach().requires_grad_(True)
-            cell, strain = g.cell, None
-            if periodic:
-                cell = cell.to(pos.dtype).reshape(-1, 3, 3).expand(g.num_graphs, 3, 3)
-            x_pos = pos
-            if compute_stress:
-                strain = torch.zeros(g.num_graphs, 3, 3, dtype=pos.dtype, device=pos.device, requires_grad=True)
-                sym = 0.5 * (strain + strain.transpose(1, 2))
-                x_pos = pos + torch.einsum("ni,nij->nj", pos, sym[g.batch])
-                cell = cell + cell @ sym
+        cell = g.cell.to(g.pos.dtype).reshape(-1, 3, 3).expand(g.num_graphs, 3, 3) if periodic else None
+
+        def energy_of(pos: Tensor, strain: Optional[Tensor]) -> dict[str, Tensor]:
+            x_pos, x_cell = pos, cell
+            if strain is not None:
+                x_pos = pos + torch.einsum("ni,nij->nj", pos, strain[g.batch])
+                x_cell = cell + cell @ strain
             with naming_graphs(data):
-                atomic = self.atomic_energies(g.z, x_pos, g.edge_index, g.batch, g.shifts, cell)
-            energy = scatter_sum(atomic, g.batch, g.num_graphs)
-            out = {"energy": energy, "atomic_energy": atomic}
-            if compute_forces or compute_stress:
-                wrt = [pos] + ([strain] if compute_stress else [])
-                grads = torch.autograd.grad(
-                    energy.sum(), wrt, create_graph=create_graph, retain_graph=grad_was_enabled, allow_unused=True
-                )
-                grads = [torch.zeros_like(t) if gr is None else gr.to(t.dtype) for gr, t in zip(grads, wrt)]
-                if compute_forces:
-                    out["forces"] = -grads[0]
-                if compute_stress:
-                    volume = torch.linalg.det(g.cell.to(pos.dtype).reshape(-1, 3, 3).expand(g.num_graphs, 3, 3)).abs()
-                    out["virial"] = -grads[1]
-                    out["stress"] = grads[1] / volume[:, None, None]
-        if not grad_was_enabled:
-            out = {k: v.detach() for k, v in out.items()}
-        return out
+                atomic = self.atomic_energies(g.z, x_pos, g.edge_index, g.batch, g.shifts, x_cell)
+            return {"energy": scatter_sum(atomic, g.batch, g.num_graphs), "atomic_energy": atomic}
+
+        volume = torch.linalg.det(cell).abs() if compute_stress else None
+        return energy_and_forces(energy_of, g.pos, training=self.training, compute_forces=compute_forces, volume=volume)
 
     def __repr__(self) -> str:
         n = sum(p.numel() for p in self.parameters())

@@ -9,8 +9,7 @@ import pytest
 import torch
 from torch_geometric.data import Batch, Data
 
-from eqgeo.models import InteratomicPotential, PropertyModel, SchNetBaseline, SpeciesEmbedding
-from eqgeo.models._common import UnknownSpeciesError
+from eqgeo.models import InteratomicPotential, PropertyModel, SchNetBaseline, SpeciesEmbedding, UnknownSpeciesError
 
 SPECIES = [1, 6, 8]
 SMALL = {"channels": 4, "lmax": 1, "num_layers": 1, "cutoff": 3.0, "radial_hidden": 8, "avg_num_neighbors": 3.0}
