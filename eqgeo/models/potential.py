@@ -86,14 +86,17 @@ class InteratomicPotential(torch.nn.Module):
     def from_data(cls, dataset, species: Optional[Sequence[int]] = None, **kwargs) -> "InteratomicPotential":
         """A model whose ``avg_num_neighbors``, energy shifts and scales come from ``dataset``.
 
-        Shifts: least-squares fit of the energies on the species counts; scale: the RMS of the
-        force components (or, without forces, of the per-atom residual energies); species: those
-        present when not given. See :func:`eqgeo.models.dataset_statistics`.
+        Shifts: from the isolated-atom energies of the dataset (its ``atomic_energies``, as
+        :class:`~eqgeo.datasets.MD17` reads them from an ``isolated_atoms`` file), else fitted to
+        the energies; scale: the RMS of the force components (or, without forces, of the per-atom
+        residual energies); species: those present when not given. See
+        :func:`eqgeo.models.dataset_statistics`.
         """
         from .statistics import dataset_statistics
 
         cutoff = kwargs.get("cutoff", cls.default_architecture.cutoff)
-        stats = dataset_statistics(dataset, cutoff=cutoff, species=species)
+        stats = dataset_statistics(dataset, cutoff=cutoff, species=species,
+                                   atomic_energies=getattr(dataset, "atomic_energies", None))
         if "energy_shift" not in stats:
             raise ValueError(
                 f"{cls.__name__}.from_data needs graphs with data.energy to fit the per-species energy shifts"

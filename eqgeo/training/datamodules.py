@@ -190,4 +190,6 @@ class MD17DataModule(_SplitDataModule):
         if self.num_test is not None:
             splits["test"] = splits["test"].index_select(torch.arange(min(self.num_test, len(splits["test"]))))
         self.splits = splits
-        self.statistics = dataset_statistics(self.splits["train"], self.cutoff)
+        # the isolated-atom energies of data.isolated_atoms, when given, set the energy shifts
+        atomic_energies = getattr(self.splits["train"], "atomic_energies", None)
+        self.statistics = dataset_statistics(self.splits["train"], self.cutoff, atomic_energies=atomic_energies)

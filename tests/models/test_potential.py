@@ -257,3 +257,28 @@ def test_inference_mode_and_eval_with_grad():
 def test_from_data_needs_energies():
     with pytest.raises(ValueError, match="needs graphs with data.energy"):
         InteratomicPotential.from_data(_molecules(torch.float64), channels=4, lmax=1, num_layers=1)
+
+
+def test_energy_shift_from_isolated_atoms_or_well_posed_without_them():
+    """Isolated-atom energies set the shifts (E0 + the mean interaction energy per atom); without them, one
+    composition in every frame gives the same mean per atom for every species, not a minimum-norm fit."""
+    graphs = _molecules(torch.float64)[:1] * 4  # one composition: per-species energies are not determined
+    e0 = {1: -13.6, 6: -1025.3, 8: -2035.6}
+    for k, g in enumerate(graphs):
+        g = graphs[k] = g.clone()
+        g.energy = torch.tensor([sum(e0[int(z)] for z in g.z) - 3.0 * g.num_nodes + 0.1 * k], dtype=torch.float64)
+    stats = dataset_statistics(graphs, cutoff=3.0, species=SPECIES, atomic_energies=e0)
+    mean_interaction = -3.0 + 0.1 * 1.5 / graphs[0].num_nodes
+    assert stats["energy_reference"] == "isolated atoms"
+    torch.testing.assert_close(stats["energy_shift"], torch.tensor([e0[z] for z in (1, 6, 8)], dtype=torch.float64)
+                               + mean_interaction)
+    plain = dataset_statistics(graphs, cutoff=3.0, species=SPECIES)
+    per_atom = torch.cat([g.energy for g in graphs]).sum() / (4 * graphs[0].num_nodes)
+    assert plain["energy_reference"] == "mean per atom"
+    torch.testing.assert_close(plain["energy_shift"], per_atom.expand(3))
+    # negative control: the minimum-norm least-squares fit that was used before is far from it
+    counts = torch.tensor([[float((g.z == z).sum()) for z in (1, 6, 8)] for g in graphs], dtype=torch.float64)
+    lstsq = torch.linalg.lstsq(counts, torch.cat([g.energy for g in graphs])[:, None], driver="gelsd").solution[:, 0]
+    assert (lstsq - plain["energy_shift"]).abs().max() > 100.0
+    with pytest.raises(ValueError, match=r"no isolated-atom energy for atomic numbers \[8\]"):
+        dataset_statistics(graphs, cutoff=3.0, species=SPECIES, atomic_energies={1: -13.6, 6: -1025.3})
