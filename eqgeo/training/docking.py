@@ -40,7 +40,7 @@ from ..inference.docking import (
     pose_graph,
 )
 from ..models import DOCKING_SPECIES, DockingModel
-from .tasks import RecordedTask, adam_with_plateau
+from .tasks import RecordedTask, adam_with_schedule
 
 __all__ = ["sample_training_pose", "DockingDataModule", "DockingTask", "ASTEX_DUPLICATES"]
 
@@ -297,7 +297,7 @@ class DockingTask(RecordedTask):
         return {"statistics": {k: dm.statistics[k] for k in ("translation_scale", "rotation_scale", "torsion_scale")}}
 
     def configure_optimizers(self):
-        return adam_with_plateau(self)
+        return adam_with_schedule(self)
 
     def forward(self, batch):
         return self.model(batch)

@@ -11,6 +11,8 @@ module itself (:meth:`data_arguments`), so no caller has to know which task it r
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import Optional, Sequence
 
 import lightning as L
@@ -20,7 +22,8 @@ from ..data import keys as K
 from ..inference.checkpoint import FORMAT, RECORD_KEY, instantiate_model, qualified_name
 from ..inference.metrics import ENERGY_UNITS, ErrorSums, atoms_per_graph, display_unit, energy_errors, property_errors
 
-__all__ = ["PropertyTask", "EnergyForcesTask", "display_unit", "adam", "adam_with_plateau", "RecordedTask"]
+__all__ = ["PropertyTask", "EnergyForcesTask", "display_unit", "adam", "adam_with_schedule", "cosine_factor",
+           "LR_SCHEDULES", "RecordedTask"]
 
 
 def adam(params, **options) -> torch.optim.Adam:
@@ -32,13 +35,46 @@ def adam(params, **options) -> torch.optim.Adam:
     return torch.optim.Adam(params, fused=fused or None, **options)
 
 
-def adam_with_plateau(task: L.LightningModule) -> dict:
-    """Adam, and ReduceLROnPlateau on ``val/loss``, from the task's ``lr``, ``weight_decay``,
-    ``lr_factor`` and ``lr_patience`` hyperparameters (every eqgeo task trains this way)."""
+#: Learning-rate schedules of the tasks (``task.lr_schedule``).
+LR_SCHEDULES = ("plateau", "cosine")
+
+
+def adam_with_schedule(task: L.LightningModule) -> dict:
+    """Adam and the learning-rate schedule of the task's hyperparameters (every eqgeo task trains this way).
+
+    - ``lr_schedule: plateau`` (default): ReduceLROnPlateau on ``val/loss``, times ``lr_factor``
+      after ``lr_patience`` epochs without a relative improvement of ``lr_threshold``.
+    - ``lr_schedule: cosine``: a linear warm-up over ``warmup_epochs`` (fractions allowed), then a
+      cosine from ``lr`` to 0 at the last step of ``trainer.max_epochs``, stepped every batch. It
+      needs a finite ``trainer.max_epochs``: a run stopped by ``trainer.max_time`` has no last step.
+    """
     hp = task.hparams
     opt = adam(task.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=hp.lr_factor, patience=hp.lr_patience)
-    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss"}}
+    schedule, warmup = hp.get("lr_schedule", "plateau"), float(hp.get("warmup_epochs", 0.0))
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"task.lr_schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
+    if schedule == "plateau":
+        if warmup:
+            raise ValueError("task.warmup_epochs is for lr_schedule=cosine (a plateau schedule has no warm-up)")
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=hp.lr_factor, patience=hp.lr_patience,
+                                                           threshold=hp.get("lr_threshold", 1e-4))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss"}}
+    total = task.trainer.estimated_stepping_batches
+    if not math.isfinite(total) or total < 1:
+        raise ValueError("task.lr_schedule=cosine decays over trainer.max_epochs; set a finite trainer.max_epochs "
+                         f"(the run has {total} steps)")
+    steps_per_epoch = total / max(task.trainer.max_epochs, 1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, functools.partial(cosine_factor, total=int(total),
+                                                                     warmup=int(round(warmup * steps_per_epoch))))
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def cosine_factor(step: int, total: int, warmup: int) -> float:
+    """The learning-rate factor of :func:`adam_with_schedule`'s cosine schedule at ``step`` of ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class RecordedTask(L.LightningModule):
@@ -68,13 +104,16 @@ class RecordedTask(L.LightningModule):
 class _Task(RecordedTask):
     units: dict[str, str] = {}
 
-    def __init__(self, lr: float, weight_decay: float, lr_factor: float, lr_patience: int) -> None:
+    def __init__(self, lr: float, weight_decay: float, lr_factor: float, lr_patience: int,
+                 lr_schedule: str = "plateau") -> None:
         super().__init__()
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"task.lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
         self.sums: dict[str, ErrorSums] = {}
         self.history: list[dict] = []
 
     def configure_optimizers(self):
-        return adam_with_plateau(self)
+        return adam_with_schedule(self)
 
     def forward(self, batch):
         return self.model(batch)
@@ -162,7 +201,9 @@ class PropertyTask(_Task):
         loss: ``"l1"`` or ``"l2"``.
         statistics: ``{"mean": [...], "std": [...]}`` of the targets (see
             :meth:`~eqgeo.models.PropertyModel.fit_statistics`); ``None`` leaves 0 and 1.
-        lr, weight_decay, lr_factor, lr_patience: Adam and ReduceLROnPlateau on ``val/loss``.
+        lr, weight_decay: Adam.
+        lr_schedule, lr_factor, lr_patience, lr_threshold, warmup_epochs: the learning-rate
+            schedule (:func:`adam_with_schedule`).
     """
 
     kind = "property"
@@ -180,8 +221,11 @@ class PropertyTask(_Task):
         weight_decay: float = 0.0,
         lr_factor: float = 0.8,
         lr_patience: int = 10,
+        lr_schedule: str = "plateau",
+        lr_threshold: float = 1e-4,
+        warmup_epochs: float = 0.0,
     ) -> None:
-        super().__init__(lr, weight_decay, lr_factor, lr_patience)
+        super().__init__(lr, weight_decay, lr_factor, lr_patience, lr_schedule)
         if loss not in ("l1", "l2"):
             raise ValueError(f"task.loss must be l1 or l2, got {loss!r}")
         unknown = [t for t in targets if t not in target_names]
@@ -238,10 +282,16 @@ class EnergyForcesTask(_Task):
     Args:
         model: the model config: ``_target_`` (:class:`~eqgeo.models.InteratomicPotential` or a
             PyG baseline) and its arguments, with ``species`` and ``avg_num_neighbors``.
-        energy_weight, forces_weight: loss weights.
-        statistics: ``{"energy_shift": [...], "energy_scale": float}`` (see
-            :func:`eqgeo.models.dataset_statistics`).
-        lr, weight_decay, lr_factor, lr_patience: Adam and ReduceLROnPlateau on ``val/loss``.
+        energy_weight, forces_weight: loss weights (energies per atom in eV, forces in eV/Å).
+        statistics: ``{"energy_shift": [...], "energy_scale": float, "energy_reference": str}`` (see
+            :func:`eqgeo.models.dataset_statistics`; the last only says how the shifts were chosen).
+        lr, weight_decay: Adam.
+        lr_schedule, lr_factor, lr_patience, lr_threshold, warmup_epochs: the learning-rate
+            schedule (:func:`adam_with_schedule`).
+        stage_two_epoch, stage_two_energy_weight, stage_two_forces_weight: from this epoch on
+            (``None``: never; a fraction 0 < f < 1: that fraction of ``trainer.max_epochs``), train
+            with these weights instead, as MACE's second stage raises the energy weight (1000 and
+            100 there, from 3/4 of the epochs) once the forces are learned; see :meth:`loss_weights`.
     """
 
     kind = "energy"
@@ -257,8 +307,16 @@ class EnergyForcesTask(_Task):
         weight_decay: float = 0.0,
         lr_factor: float = 0.8,
         lr_patience: int = 50,
+        lr_schedule: str = "plateau",
+        lr_threshold: float = 1e-4,
+        warmup_epochs: float = 0.0,
+        stage_two_epoch: Optional[float] = None,
+        stage_two_energy_weight: float = 1000.0,
+        stage_two_forces_weight: float = 100.0,
     ) -> None:
-        super().__init__(lr, weight_decay, lr_factor, lr_patience)
+        super().__init__(lr, weight_decay, lr_factor, lr_patience, lr_schedule)
+        if stage_two_epoch is not None and stage_two_epoch < 0:
+            raise ValueError(f"task.stage_two_epoch must be >= 0 or null, got {stage_two_epoch}")
         self.save_hyperparameters()
         self.model = self.build_model(model)
         if statistics is not None:
@@ -270,14 +328,37 @@ class EnergyForcesTask(_Task):
         stats = dm.statistics
         if "energy_shift" not in stats:
             raise ValueError(f"task=energy_forces needs energies and forces (data=rmd17), got data={type(dm).__name__}")
-        return {"statistics": {"energy_shift": stats["energy_shift"].tolist(), "energy_scale": float(stats["energy_scale"])}}
+        return {"statistics": {"energy_shift": stats["energy_shift"].tolist(), "energy_scale": float(stats["energy_scale"]),
+                               "energy_reference": stats.get("energy_reference")}}  # how the shifts were chosen
 
     def errors(self, batch) -> dict[str, torch.Tensor]:
         return energy_errors(self.model(batch), batch)
 
+    def loss_weights(self) -> tuple[float, float]:
+        """``(energy weight, forces weight)`` of the loss now: the stage-two weights while training from
+        epoch ``stage_two_epoch`` on, else ``energy_weight`` and ``forces_weight``. Validation always
+        uses the latter, so that ``val/loss`` (checkpoints, early stopping, the plateau schedule)
+        compares like with like across the switch."""
+        hp = self.hparams
+        second = hp.get("stage_two_epoch")
+        if self.training and second is not None and self.current_epoch >= self._epoch_of(second):
+            return hp.stage_two_energy_weight, hp.stage_two_forces_weight
+        return hp.energy_weight, hp.forces_weight
+
+    def _epoch_of(self, start: float) -> float:
+        """``stage_two_epoch`` as an epoch: a number of epochs, or a fraction (0 < f < 1) of ``trainer.max_epochs``."""
+        if not 0 < start < 1:
+            return start
+        max_epochs = self.trainer.max_epochs
+        if max_epochs is None or max_epochs < 1:
+            raise ValueError(f"task.stage_two_epoch={start} is a fraction of trainer.max_epochs, which is not set "
+                             f"({max_epochs}); give an epoch number")
+        return int(start * max_epochs)
+
     def loss(self, batch, errors: dict[str, torch.Tensor]) -> torch.Tensor:
         df = errors["forces"]
-        loss = self.hparams.energy_weight * errors["energy_per_atom"].square().mean() + self.hparams.forces_weight * df.square().mean()
+        energy_weight, forces_weight = self.loss_weights()
+        loss = energy_weight * errors["energy_per_atom"].square().mean() + forces_weight * df.square().mean()
         return loss.to(df.dtype)
 
     def predictions(self, batch) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
