@@ -267,6 +267,42 @@ class PropertyTask(_Task):
         err = err / scale
         return err.abs().mean() if self.hparams.loss == "l1" else err.square().mean()
 
+    #: Suffix of the test metrics of the mean predictor (``gap_mean_predictor_mae``).
+    MEAN_PREDICTOR = "_mean_predictor"
+
+    def mean_predictor_errors(self, batch) -> dict[str, torch.Tensor]:
+        """The errors of predicting the training mean for every graph (times its atoms for ``reduce: sum``
+        targets): the reference a trained model's test error is read against."""
+        atoms = atoms_per_graph(batch, torch.float64)[:, None]
+        mean = self.model.target_mean.to(torch.float64)
+        pred = torch.where(self.model.sum_mask, mean * atoms, mean.expand(atoms.shape[0], -1))
+        return property_errors(pred, batch, self.columns, self.hparams.targets)
+
+    def test_step(self, batch, batch_idx):
+        super().test_step(batch, batch_idx)
+        self._stage_sums("mean_predictor").add_all(self.mean_predictor_errors(batch))
+
+    def on_test_epoch_start(self) -> None:
+        super().on_test_epoch_start()
+        self.sums["mean_predictor"] = ErrorSums()
+
+    def on_test_epoch_end(self) -> None:
+        """The test metrics, and those of the mean predictor on the same test graphs (``<target>_mean_predictor_mae``)."""
+        super().on_test_epoch_end()
+        sums = self._stage_sums("mean_predictor").total(list(self.units), self._all_reduce)
+        for key, value in sums.metrics(self.units).items():
+            self.log(f"test/{self.mean_predictor_name(key)}", value, sync_dist=True, reduce_fx="max")
+
+    @classmethod
+    def mean_predictor_name(cls, metric: str) -> str:
+        """``gap_mae`` -> ``gap_mean_predictor_mae``."""
+        name, kind = metric.rsplit("_", 1)
+        return f"{name}{cls.MEAN_PREDICTOR}_{kind}"
+
+    def metric_units(self) -> dict[str, str]:
+        units = super().metric_units()
+        return {**units, **{self.mean_predictor_name(k): u for k, u in units.items()}}
+
     def predictions(self, batch) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """``{target: (true, predicted)}`` of one batch, for parity plots."""
 

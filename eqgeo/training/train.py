@@ -505,8 +505,14 @@ def train(cfg: DictConfig) -> dict:
 
 @rank_zero_only
 def _report(metrics: dict, run_dir: str) -> None:
-    shown = ", ".join(f"{k} {v['value']:.4g} {v['unit']}" for k, v in metrics["test"].items() if k.endswith("_mae"))
-    print(f"test: {shown}")
+    test = metrics["test"]
+    shown = []
+    for k, v in test.items():
+        if k.endswith("_mae") and "_mean_predictor_" not in k:
+            reference = test.get(k[: -len("_mae")] + "_mean_predictor_mae")
+            shown.append(f"{k} {v['value']:.4g} {v['unit']}"
+                         + ("" if reference is None else f" (predicting the training mean: {reference['value']:.4g} {reference['unit']})"))
+    print(f"test: {', '.join(shown)}")
     print(f"results: {Path(run_dir).resolve()} (metrics.json, parity.png, learning_curves.png, checkpoints/, logs/, "
           "tensorboard/)")
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import hydra
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException
@@ -64,6 +65,17 @@ def test_qm9_smoke_run_writes_metrics_and_checkpoints(tmp_path):
     checkpoint = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)
     stats = checkpoint["hyper_parameters"]["statistics"]
     assert len(stats["mean"]) == 2 and checkpoint["state_dict"]["model.target_std"].shape == (2,)
+    # beside each test MAE, that of predicting the training mean for every test molecule (computed here from
+    # the split itself); the trained model's own MAE differs from it
+    dm = hydra.utils.instantiate(_cfg(TINY + TINY_QM9, tmp_path / "again").data)
+    dm.setup("fit")
+    y = torch.cat([g.y for g in dm.splits["test"]])
+    for k, target in enumerate(("gap", "homo")):
+        column = dm.target_names.index(target)
+        expected = (y[:, column].double() - stats["mean"][k]).abs().mean().item() * 1000.0  # eV -> meV
+        reference = saved["test"][f"{target}_mean_predictor_mae"]
+        assert reference["unit"] == "meV" and reference["value"] == pytest.approx(expected, rel=1e-6)
+        assert abs(saved["test"][f"{target}_mae"]["value"] - expected) > 1e-3 * expected
 
 
 @pytest.mark.slow
