@@ -37,7 +37,7 @@ MACE_BIN = REPO / ".venvs" / "mace" / "bin"
 
 
 def _data_dir() -> Path:
-    return Path(os.environ.get("EQGEO_SHARED_DATA", REPO.parent / "shared" / "data")) / "md17" / "botnet_ethanol"
+    return (Path(os.environ.get("EQGEO_SHARED_DATA", REPO.parent / "shared" / "data")) / "md17" / "botnet_ethanol").resolve()
 
 
 def mace_command(args, data: Path, out: Path) -> list[str]:
@@ -88,6 +88,7 @@ def main(argv=None) -> int:
     parser.add_argument("--channels", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    args.out = args.out.resolve()  # mace_run_train runs inside it
     if not (MACE_BIN / "mace_run_train").exists():
         parser.error(f"{MACE_BIN / 'mace_run_train'} is missing: run experiments/peers/setup.sh mace")
     data = _data_dir()
@@ -102,7 +103,8 @@ def main(argv=None) -> int:
         subprocess.run(mace_command(args, data, args.out), check=True, env=env, stdout=log, stderr=subprocess.STDOUT,
                        cwd=args.out)
     wall = time.time() - start
-    model = args.out / "mace_rmd17.model"
+    # the model after the second stage (MACE writes it when --swa ran), else the stage-one one
+    model = next(m for m in (args.out / "mace_rmd17_stagetwo.model", args.out / "mace_rmd17.model") if m.exists())
     predicted = args.out / "test_predictions.xyz"
     subprocess.run([str(MACE_BIN / "mace_eval_configs"), f"--configs={data / 'test_MD.xyz'}", f"--model={model}",
                     f"--output={predicted}", "--device=cpu", "--default_dtype=float32"], check=True, env=env,
