@@ -23,7 +23,7 @@ from ..inference.checkpoint import FORMAT, RECORD_KEY, instantiate_model, qualif
 from ..inference.metrics import ENERGY_UNITS, ErrorSums, atoms_per_graph, display_unit, energy_errors, property_errors
 
 __all__ = ["PropertyTask", "EnergyForcesTask", "display_unit", "adam", "adam_with_schedule", "cosine_factor",
-           "LR_SCHEDULES", "RecordedTask"]
+           "LR_SCHEDULES", "RecordedTask", "CosineSchedule", "plan_epochs"]
 
 
 def adam(params, **options) -> torch.optim.Adam:
@@ -45,8 +45,10 @@ def adam_with_schedule(task: L.LightningModule) -> dict:
     - ``lr_schedule: plateau`` (default): ReduceLROnPlateau on ``val/loss``, times ``lr_factor``
       after ``lr_patience`` epochs without a relative improvement of ``lr_threshold``.
     - ``lr_schedule: cosine``: a linear warm-up over ``warmup_epochs`` (fractions allowed), then a
-      cosine from ``lr`` to 0 at the last step of ``trainer.max_epochs``, stepped every batch. It
-      needs a finite ``trainer.max_epochs``: a run stopped by ``trainer.max_time`` has no last step.
+      cosine from ``lr`` to 0 at the last planned step, stepped every batch. The plan is
+      ``trainer.max_epochs`` (which must be finite), or under a wall-clock budget
+      (``trainer.max_time``) the epochs that fit it at the pace so far (:func:`plan_epochs`), so
+      that the rate reaches 0 when the budget ends, whatever the machine's speed.
     """
     hp = task.hparams
     opt = adam(task.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
@@ -64,8 +66,9 @@ def adam_with_schedule(task: L.LightningModule) -> dict:
         raise ValueError("task.lr_schedule=cosine decays over trainer.max_epochs; set a finite trainer.max_epochs "
                          f"(the run has {total} steps)")
     steps_per_epoch = total / max(task.trainer.max_epochs, 1)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, functools.partial(cosine_factor, total=int(total),
-                                                                     warmup=int(round(warmup * steps_per_epoch))))
+    cosine = CosineSchedule(total=int(total), warmup=int(round(warmup * steps_per_epoch)),
+                            steps_per_epoch=steps_per_epoch)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine)
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
@@ -75,6 +78,32 @@ def cosine_factor(step: int, total: int, warmup: int) -> float:
         return (step + 1) / warmup
     progress = min((step - warmup) / max(total - warmup, 1), 1.0)
     return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class CosineSchedule:
+    """:func:`cosine_factor` over ``total`` steps, a number that :meth:`plan` may change during the run
+    (``LambdaLR`` saves and restores its attributes with the checkpoint)."""
+
+    def __init__(self, total: int, warmup: int, steps_per_epoch: float) -> None:
+        self.total, self.warmup, self.steps_per_epoch = total, warmup, steps_per_epoch
+
+    def __call__(self, step: int) -> float:
+        return cosine_factor(step, self.total, self.warmup)
+
+    def plan(self, epochs: int) -> None:
+        """Decay to 0 at the end of epoch ``epochs`` instead."""
+        self.total = max(int(round(epochs * self.steps_per_epoch)), self.warmup + 1)
+
+
+def plan_epochs(max_epochs: int, epochs_done: int, elapsed_s: float, remaining_s: Optional[float]) -> int:
+    """The epochs a run will reach: ``max_epochs``, or fewer when its wall-clock budget (``remaining_s``
+    seconds left after ``epochs_done`` epochs in ``elapsed_s``; ``None``: no budget) ends it first at
+    the mean pace so far. Never fewer than the next epoch, which the run is about to start."""
+    if remaining_s is None or epochs_done < 1:
+        return max_epochs
+    pace = elapsed_s / epochs_done
+    fit = epochs_done + int(max(remaining_s, 0.0) // pace) if pace > 0 else max_epochs
+    return max(min(max_epochs, fit), min(max_epochs, epochs_done + 1))
 
 
 class RecordedTask(L.LightningModule):
@@ -111,9 +140,42 @@ class _Task(RecordedTask):
             raise ValueError(f"task.lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
         self.sums: dict[str, ErrorSums] = {}
         self.history: list[dict] = []
+        self.plan: dict = {"epochs": None}  # see planned_epochs; saved with checkpoints
 
     def configure_optimizers(self):
         return adam_with_schedule(self)
+
+    #: Checkpoint key of :attr:`plan`.
+    PLAN_KEY = "eqgeo_plan"
+
+    def planned_epochs(self) -> int:
+        """The epochs the schedule plans for: ``trainer.max_epochs``, or under a wall-clock budget
+        (``trainer.max_time``) the epochs that fit it at the pace so far, re-planned after every epoch."""
+        return self.plan["epochs"] if self.plan["epochs"] is not None else self.trainer.max_epochs
+
+    def on_train_epoch_end(self) -> None:
+        """Under ``trainer.max_time``, re-plans the schedule (the cosine's last step, a fractional
+        ``stage_two_epoch``) for the epochs that fit the time left (:func:`plan_epochs`)."""
+        from lightning.pytorch.callbacks import Timer
+
+        timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
+        if timer is None or timer.time_remaining() is None or self.trainer.max_epochs is None:
+            return
+        epochs = plan_epochs(self.trainer.max_epochs, self.current_epoch + 1, timer.time_elapsed(),
+                             timer.time_remaining())
+        self.plan["epochs"] = epochs = self.trainer.strategy.broadcast(epochs, src=0)  # one plan for all processes
+        self.log("epochs_planned", float(epochs), rank_zero_only=True)
+        for config in self.trainer.lr_scheduler_configs:
+            for schedule in getattr(config.scheduler, "lr_lambdas", []):
+                if isinstance(schedule, CosineSchedule):
+                    schedule.plan(epochs)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint[self.PLAN_KEY] = dict(self.plan)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.plan.update(checkpoint.get(self.PLAN_KEY, {}))
 
     def forward(self, batch):
         return self.model(batch)
@@ -325,8 +387,8 @@ class EnergyForcesTask(_Task):
         lr_schedule, lr_factor, lr_patience, lr_threshold, warmup_epochs: the learning-rate
             schedule (:func:`adam_with_schedule`).
         stage_two_epoch, stage_two_energy_weight, stage_two_forces_weight: from this epoch on
-            (``None``: never; a fraction 0 < f < 1: that fraction of ``trainer.max_epochs``), train
-            with these weights instead, as MACE's second stage raises the energy weight (1000 and
+            (``None``: never; a fraction 0 < f < 1: that fraction of the planned epochs,
+            :meth:`planned_epochs`), train with these weights instead, as MACE's second stage raises the energy weight (1000 and
             100 there, from 3/4 of the epochs) once the forces are learned; see :meth:`loss_weights`.
     """
 
@@ -377,15 +439,20 @@ class EnergyForcesTask(_Task):
         compares like with like across the switch."""
         hp = self.hparams
         second = hp.get("stage_two_epoch")
-        if self.training and second is not None and self.current_epoch >= self._epoch_of(second):
-            return hp.stage_two_energy_weight, hp.stage_two_forces_weight
+        if self.training and second is not None:
+            start = self.plan.get("stage_two_from")
+            start = self._epoch_of(second) if start is None else start
+            if self.current_epoch >= start:
+                self.plan["stage_two_from"] = start  # once begun, it stays, whatever later re-planning says
+                return hp.stage_two_energy_weight, hp.stage_two_forces_weight
         return hp.energy_weight, hp.forces_weight
 
     def _epoch_of(self, start: float) -> float:
-        """``stage_two_epoch`` as an epoch: a number of epochs, or a fraction (0 < f < 1) of ``trainer.max_epochs``."""
+        """``stage_two_epoch`` as an epoch: a number of epochs, or a fraction (0 < f < 1) of the planned
+        epochs (``trainer.max_epochs``, or fewer under ``trainer.max_time``: :meth:`planned_epochs`)."""
         if not 0 < start < 1:
             return start
-        max_epochs = self.trainer.max_epochs
+        max_epochs = self.planned_epochs()
         if max_epochs is None or max_epochs < 1:
             raise ValueError(f"task.stage_two_epoch={start} is a fraction of trainer.max_epochs, which is not set "
                              f"({max_epochs}); give an epoch number")

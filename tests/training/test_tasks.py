@@ -148,4 +148,79 @@ def test_stage_two_epoch_as_a_fraction_of_the_epochs(monkeypatch):
     assert task.loss_weights() == (1000.0, 100.0)
     trainer.max_epochs = -1  # a run bounded by trainer.max_time only
     with pytest.raises(ValueError, match="fraction of trainer.max_epochs, which is not set"):
-        task.loss_weights()
+        EnergyForcesTask(model, stage_two_epoch=0.75).loss_weights()
+
+
+def test_plan_epochs_fits_the_time_left_at_the_pace_so_far():
+    from eqgeo.training.tasks import plan_epochs
+
+    assert plan_epochs(100, 4, elapsed_s=40.0, remaining_s=None) == 100  # no budget: max_epochs
+    assert plan_epochs(100, 4, elapsed_s=40.0, remaining_s=205.0) == 24  # 10 s an epoch: 20 more fit
+    assert plan_epochs(10, 4, elapsed_s=40.0, remaining_s=205.0) == 10  # never beyond max_epochs
+    assert plan_epochs(100, 4, elapsed_s=40.0, remaining_s=3.0) == 5  # the epoch about to start
+    assert plan_epochs(100, 0, elapsed_s=0.0, remaining_s=50.0) == 100  # no pace yet
+
+
+def _budget_task(monkeypatch, elapsed_s: float, remaining_s: float, epoch: int, **task_options):
+    """An EnergyForcesTask with a cosine schedule of 100 epochs of 10 steps, in a trainer whose time budget
+    (``trainer.max_time``'s Timer) has ``remaining_s`` left after ``elapsed_s`` at the end of ``epoch``."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.callbacks import Timer
+
+    from eqgeo.training.tasks import EnergyForcesTask, adam_with_schedule
+
+    model = {"_target_": "eqgeo.models.InteratomicPotential", "species": [1, 8], "channels": 4, "lmax": 1,
+             "num_layers": 1}
+    task = EnergyForcesTask(model, lr_schedule="cosine", stage_two_epoch=0.75, **task_options)
+    timer = Timer(duration={"minutes": 1})
+    monkeypatch.setattr(timer, "time_elapsed", lambda stage="train": elapsed_s)
+    monkeypatch.setattr(timer, "time_remaining", lambda stage="train": remaining_s)
+    trainer = SimpleNamespace(max_epochs=100, estimated_stepping_batches=1000, callbacks=[timer],
+                              strategy=SimpleNamespace(broadcast=lambda value, src=0: value))
+    monkeypatch.setattr(EnergyForcesTask, "trainer", property(lambda self: trainer))
+    monkeypatch.setattr(EnergyForcesTask, "current_epoch", property(lambda self: epoch))
+    task.logged = {}
+    monkeypatch.setattr(task, "log", lambda name, value, **options: task.logged.__setitem__(name, value))
+    config = adam_with_schedule(task)
+    trainer.lr_scheduler_configs = [SimpleNamespace(scheduler=config["lr_scheduler"]["scheduler"])]
+    return task, config["lr_scheduler"]["scheduler"]
+
+
+def test_a_time_budget_replans_the_cosine_and_stage_two_for_the_epochs_that_fit(monkeypatch):
+    """At 10 s an epoch with 160 s left after 4 epochs, 20 epochs fit: the cosine reaches 0 at step 200
+    instead of 1000 and stage two starts at epoch 15 instead of 75. Without a budget (negative control)
+    nothing changes."""
+    task, sched = _budget_task(monkeypatch, elapsed_s=40.0, remaining_s=160.0, epoch=3)
+    cosine = sched.lr_lambdas[0]
+    assert task.planned_epochs() == 100 and cosine.total == 1000
+    task.on_train_epoch_end()
+    assert task.planned_epochs() == 20 and cosine.total == 200 and task.logged == {"epochs_planned": 20.0}
+    assert cosine(100) == 0.5 and cosine(200) == 0.0
+    task.train()
+    assert task._epoch_of(0.75) == 15
+    unplanned, unplanned_sched = _budget_task(monkeypatch, elapsed_s=40.0, remaining_s=None, epoch=3)
+    unplanned.on_train_epoch_end()
+    assert unplanned.planned_epochs() == 100 and unplanned_sched.lr_lambdas[0].total == 1000
+    assert unplanned.logged == {}
+
+
+def test_the_plan_and_a_begun_stage_two_survive_replanning_and_checkpoints(monkeypatch):
+    task, sched = _budget_task(monkeypatch, elapsed_s=150.0, remaining_s=50.0, epoch=14)
+    task.on_train_epoch_end()  # 15 epochs done at 10 s each, 5 more fit: 20 planned, stage two from 15
+    assert task.planned_epochs() == 20
+    task.train()
+    checkpoint = {}
+    task.on_save_checkpoint(checkpoint)
+    restored, restored_sched = _budget_task(monkeypatch, elapsed_s=0.0, remaining_s=None, epoch=15)
+    restored.on_load_checkpoint(checkpoint)
+    restored_sched.load_state_dict(sched.state_dict())
+    assert restored.planned_epochs() == 20 and restored_sched.lr_lambdas[0].total == 200
+    restored.train()
+    assert restored.loss_weights() == (1000.0, 100.0)  # epoch 15 of 20: stage two
+    restored.plan["epochs"] = 40  # a later, faster pace plans more epochs: stage two, once begun, stays
+    assert restored.loss_weights() == (1000.0, 100.0)
+    fresh, _ = _budget_task(monkeypatch, elapsed_s=0.0, remaining_s=None, epoch=15)
+    fresh.plan["epochs"] = 40
+    fresh.train()
+    assert fresh.loss_weights() == (1.0, 1000.0)  # negative control: not begun, epoch 15 < 30
