@@ -1,31 +1,58 @@
 #!/usr/bin/env bash
-# rMD17 ethanol at an equal wall-clock budget: eqgeo (the experiment=rmd17 recipe at NequIP's ethanol size) and
-# MACE (experiments/md/peer_mace_rmd17.py: its recipe scaled to the same size), one after the other on this
-# machine, each with both cores (eqgeo's trainer.intra_op_threads=auto picks one thread at this batch size).
+# rMD17 ethanol at an equal wall-clock budget, one run after the other on this machine, each with both cores.
 # Run from the repository root:
-#     bash experiments/md/budget_rmd17.sh [MINUTES] [MACE_EPOCHS]     # default 20 minutes; MACE: 57 epochs
-# eqgeo stops at trainer.max_time, its cosine and second stage planned over the epochs that fit (about 10 s
-# each here); MACE has no time limit, so its epochs are chosen to fit (about 20.5 s each here) and its wall
-# time is reported. Runs go to runs/budget_rmd17/; results to experiments/md/results/budget_rmd17(.md).
+#     bash experiments/md/budget_rmd17.sh [MINUTES] [RUN ...]
+# MINUTES: the budget of each run (default 20). RUN: any of the names below (default: all, in this order).
+#   eqgeo_conv_lmax1, eqgeo_conv_lmax2, eqgeo_transformer: the experiment=rmd17 recipe at NequIP's ethanol size
+#       (3 layers, 32 channels, both parities, r 5 Å, batch 5), stopped by trainer.max_time; the cosine and the
+#       second stage are planned for the epochs that fit the budget at the pace so far (eqgeo.training.tasks).
+#   visnet: PyG's ViSNet (its defaults, conf/model/visnet.yaml) through eqgeo's pipeline, the same recipe.
+#   mace: experiments/md/peer_mace_rmd17.py (MACE 0.3.16's own CLI, its recipe at the same size).
+#   nequip: experiments/md/peer_nequip_rmd17.py (NequIP 0.19.1's own CLI, its recipe at the same size).
+# MACE and NequIP have no time limit: their epochs are chosen to fit the budget (MACE_EPOCHS, NEQUIP_EPOCHS in
+# the environment; defaults from their measured pace here: about 20.5 s and 10 s per epoch) and their wall
+# time is reported beside the others. Runs go to runs/budget_rmd17/<run>/, their metrics.json and config to
+# experiments/md/results/budget_rmd17/<run>/, the table to experiments/md/results/budget_rmd17.md.
 set -euo pipefail
 minutes=${1:-20}
-mace_epochs=${2:-$(( minutes * 60 * 95 / 100 / 20 ))}   # 57 for 20 minutes
-eqgeo_epochs=$(( minutes * 11 / 2 ))   # about 10 s per epoch with validation: 110 for 20 minutes
+shift || true
+all="eqgeo_conv_lmax1 eqgeo_conv_lmax2 eqgeo_transformer visnet mace nequip"
+selected=${*:-$all}
+mace_epochs=${MACE_EPOCHS:-$(( minutes * 60 * 95 / 100 / 20 ))}
+nequip_epochs=${NEQUIP_EPOCHS:-$(( minutes * 60 * 95 / 100 / 10 ))}
 runs=runs/budget_rmd17
 results=experiments/md/results/budget_rmd17
-eqgeo-train experiment=rmd17 model.channels=32 model.lmax=1 model.num_layers=3 model.parity=full \
-  trainer.max_epochs=$eqgeo_epochs trainer.max_time=00:00:$(printf %02d "$minutes"):00 trainer.enable_progress_bar=false \
-  hydra.run.dir=$runs/eqgeo_conv_lmax1
-python experiments/md/peer_mace_rmd17.py --epochs "$mace_epochs" --threads 2 --out $runs/mace
-mkdir -p $results/eqgeo_conv_lmax1 $results/mace
-for f in metrics.json config.yaml; do  # Hydra's run folder is absolute: written relative to the repository
-  sed "s#$PWD/##g" $runs/eqgeo_conv_lmax1/$f > $results/eqgeo_conv_lmax1/$f
+size="model.channels=32 model.num_layers=3 model.parity=full"
+budget="trainer.max_epochs=1000 trainer.max_time=00:00:$(printf %02d "$minutes"):00 trainer.enable_progress_bar=false"
+declare -A eqgeo_runs=(
+  [eqgeo_conv_lmax1]="$size model.lmax=1"
+  [eqgeo_conv_lmax2]="$size model.lmax=2"
+  [eqgeo_transformer]="model=transformer $size model.lmax=1"
+  [visnet]="model=visnet"
+)
+for run in $selected; do
+  rm -rf "$runs/$run"
+  echo "== $run: start $(date -u +%H:%M) UTC, load $(cut -d' ' -f1-3 /proc/loadavg)"
+  case $run in
+    mace) command=(python experiments/md/peer_mace_rmd17.py --epochs "$mace_epochs" --threads 2 --out "$runs/$run") ;;
+    nequip) command=(python experiments/md/peer_nequip_rmd17.py --epochs "$nequip_epochs" --threads 2 --out "$runs/$run") ;;
+    *) [ -n "${eqgeo_runs[$run]+x}" ] || { echo "unknown run $run (one of: $all)" >&2; exit 2; }
+       command=(eqgeo-train experiment=rmd17 ${eqgeo_runs[$run]} $budget hydra.run.dir="$runs/$run") ;;
+  esac
+  if ! "${command[@]}"; then
+    echo "== $run: FAILED (its results are not updated); going on with the next run" >&2
+    continue
+  fi
+  mkdir -p "$results/$run"
+  for f in metrics.json config.yaml; do  # Hydra's run folder is absolute: written relative to the repository
+    [ -f "$runs/$run/$f" ] && sed "s#$PWD/##g" "$runs/$run/$f" > "$results/$run/$f"
+  done
+  echo "== $run: end $(date -u +%H:%M) UTC, load $(cut -d' ' -f1-3 /proc/loadavg)"
 done
-cp $runs/mace/metrics.json $results/mace/
 {
   echo "# rMD17 ethanol at an equal wall-clock budget ($minutes minutes)"
   echo
-  echo "Command: \`bash experiments/md/budget_rmd17.sh $minutes $mace_epochs\` at commit $(git rev-parse --short HEAD)."
+  echo "Command: \`bash experiments/md/budget_rmd17.sh $minutes\` (MACE $mace_epochs epochs, NequIP $nequip_epochs) at commit $(git rev-parse --short HEAD)."
   echo "Machine: $(nproc) CPU cores ($(lscpu | sed -n 's/^Model name: *//p')), one run after the other."
   echo
   eqgeo-leaderboard $results | sed '1,2d'
