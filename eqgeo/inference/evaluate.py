@@ -31,7 +31,7 @@ import torch
 from torch_geometric.loader import DataLoader
 
 from .checkpoint import Checkpoint, read_checkpoint
-from .metrics import ENERGY_UNITS, energy_errors, property_errors, regression_metrics
+from .metrics import ENERGY_UNITS, energy_errors, property_errors, property_prediction, regression_metrics
 
 __all__ = ["evaluate", "main"]
 
@@ -205,9 +205,13 @@ def _evaluate_property(checkpoint: Checkpoint, model, data: str, options: _Optio
     targets, names = list(task["targets"]), list(task["target_names"])
     columns = [names.index(t) for t in targets]
     units = {t: task["target_units"][c] for t, c in zip(targets, columns)}
+    dipole = bool(task.get("dipole", False))  # mu from the dipole head (task.dipole)
+
+    def errors(batch):
+        return property_errors(property_prediction(model(batch), targets, dipole), batch, columns, targets)
+
     with torch.no_grad():
-        metrics = regression_metrics(lambda batch: property_errors(model(batch)["y"], batch, columns, targets),
-                                     DataLoader(dataset, batch_size=options.batch_size), units, options.device)
+        metrics = regression_metrics(errors, DataLoader(dataset, batch_size=options.batch_size), units, options.device)
     return _Evaluation(metrics, described, len(dataset), skipped)
 
 

@@ -14,7 +14,8 @@ from torch import Tensor
 
 from ..data import keys as K
 
-__all__ = ["ErrorSums", "display_unit", "property_errors", "energy_errors", "ENERGY_UNITS", "regression_metrics"]
+__all__ = ["ErrorSums", "display_unit", "property_errors", "energy_errors", "ENERGY_UNITS", "regression_metrics",
+           "DIPOLE_TARGET", "scalar_targets", "property_prediction"]
 
 # Targets in eV are reported in meV (as QM9 and rMD17 papers do).
 _DISPLAY = {"eV": ("meV", 1000.0), "eV/atom": ("meV/atom", 1000.0), "eV/Å": ("meV/Å", 1000.0)}
@@ -31,6 +32,30 @@ def display_unit(unit: str) -> tuple[str, float]:
 def atoms_per_graph(batch, dtype: torch.dtype) -> Tensor:
     """The number of atoms of each graph of a PyG batch, ``(num_graphs,)``."""
     return torch.bincount(batch.batch, minlength=batch.num_graphs).to(dtype)
+
+
+#: The target that a property model with a dipole head (``PropertyModel(dipole=True)``, ``task.dipole``)
+#: predicts as the norm of its predicted dipole vector (charges and atomic dipoles), not by a scalar readout.
+DIPOLE_TARGET = "mu"
+
+
+def scalar_targets(targets: Sequence[str], dipole: bool) -> list[str]:
+    """The targets a property model predicts by scalar readouts (``out["y"]``'s columns, in order)."""
+    return [t for t in targets if not (dipole and t == DIPOLE_TARGET)]
+
+
+def property_prediction(out: dict[str, Tensor], targets: Sequence[str], dipole: bool) -> Tensor:
+    """``(G, len(targets))`` float64 predictions in the order of ``targets``, from a property model's
+    readouts: ``out["y"]``'s columns (:func:`scalar_targets`) and, with ``dipole``, ``out["mu"]``
+    for :data:`DIPOLE_TARGET`."""
+    columns, k = [], 0
+    for target in targets:
+        if dipole and target == DIPOLE_TARGET:
+            columns.append(out["mu"].to(torch.float64))
+        else:
+            columns.append(out["y"][:, k].to(torch.float64))
+            k += 1
+    return torch.stack(columns, dim=1)
 
 
 def property_errors(pred: Tensor, batch, columns: Sequence[int], names: Sequence[str]) -> dict[str, Tensor]:

@@ -20,7 +20,8 @@ import torch
 
 from ..data import keys as K
 from ..inference.checkpoint import FORMAT, RECORD_KEY, instantiate_model, qualified_name
-from ..inference.metrics import ENERGY_UNITS, ErrorSums, atoms_per_graph, display_unit, energy_errors, property_errors
+from ..inference.metrics import (DIPOLE_TARGET, ENERGY_UNITS, ErrorSums, atoms_per_graph, display_unit, energy_errors,
+                                 property_errors, property_prediction, scalar_targets)
 
 __all__ = ["PropertyTask", "EnergyForcesTask", "display_unit", "adam", "adam_with_schedule", "cosine_factor",
            "LR_SCHEDULES", "RecordedTask", "CosineSchedule", "plan_epochs"]
@@ -260,6 +261,9 @@ class PropertyTask(_Task):
         targets: names of the predicted targets, columns of ``data.y`` named by ``target_names``.
         target_names, target_units: the dataset's column names and units.
         reduce: ``"sum"`` (extensive) or ``"mean"``.
+        dipole: predict ``mu`` (which ``targets`` must hold) as the norm of the model's equivariant
+            dipole vector (:class:`~eqgeo.models.PropertyModel` with ``dipole=True``: partial charges
+            and atomic dipoles) instead of by a scalar readout; the other targets keep theirs.
         loss: ``"l1"`` or ``"l2"``.
         statistics: ``{"mean": [...], "std": [...]}`` of the targets (see
             :meth:`~eqgeo.models.PropertyModel.fit_statistics`); ``None`` leaves 0 and 1.
@@ -286,6 +290,7 @@ class PropertyTask(_Task):
         lr_schedule: str = "plateau",
         lr_threshold: float = 1e-4,
         warmup_epochs: float = 0.0,
+        dipole: bool = False,
     ) -> None:
         super().__init__(lr, weight_decay, lr_factor, lr_patience, lr_schedule)
         if loss not in ("l1", "l2"):
@@ -293,12 +298,32 @@ class PropertyTask(_Task):
         unknown = [t for t in targets if t not in target_names]
         if not targets or unknown:
             raise ValueError(f"task.targets {list(targets)}: unknown {unknown}; the dataset has {list(target_names)}")
+        if dipole and DIPOLE_TARGET not in targets:
+            raise ValueError(f"task.dipole=true predicts {DIPOLE_TARGET!r} from the dipole head; task.targets "
+                             f"{list(targets)} has no {DIPOLE_TARGET!r}")
         self.save_hyperparameters()
         self.columns = [list(target_names).index(t) for t in targets]
         self.units = {t: target_units[c] for t, c in zip(targets, self.columns)}
-        self.model = self.build_model(model, num_targets=len(targets), reduce=reduce)
+        scalars = scalar_targets(targets, dipole)
+        extra = {"dipole": True} if dipole else {}
+        self.model = self.build_model(model, num_targets=len(scalars), reduce=reduce, **extra)
+        # every target's statistics (the model holds those of its scalar readouts): loss scale, mean predictor
+        reduces = self.target_reduces(targets, reduce, dipole)
+        # (not saved: the hyperparameters hold them, and checkpoints keep the state dict of earlier versions)
+        self.register_buffer("target_mean", torch.zeros(len(targets), dtype=torch.float64), persistent=False)
+        self.register_buffer("target_std", torch.ones(len(targets), dtype=torch.float64), persistent=False)
+        self.register_buffer("sum_mask", torch.tensor([r == "sum" for r in reduces]), persistent=False)
         if statistics is not None:
-            self.model.set_statistics(statistics["mean"], statistics["std"])
+            self.target_mean.copy_(torch.tensor(statistics["mean"], dtype=torch.float64))
+            self.target_std.copy_(torch.tensor(statistics["std"], dtype=torch.float64))
+            if scalars:
+                keep = [list(targets).index(t) for t in scalars]
+                self.model.set_statistics([statistics["mean"][k] for k in keep], [statistics["std"][k] for k in keep])
+
+    @staticmethod
+    def target_reduces(targets: Sequence[str], reduce: str, dipole: bool) -> list[str]:
+        """``reduce`` for every target but the one a dipole head predicts (a norm, never a sum of atoms)."""
+        return ["mean" if dipole and t == DIPOLE_TARGET else reduce for t in targets]
 
     @classmethod
     def data_arguments(cls, dm, config: dict) -> dict:
@@ -314,18 +339,23 @@ class PropertyTask(_Task):
             raise ValueError(f"task.targets: unknown {unknown}; QM9 targets are {list(dm.target_names)}")
         stats = dm.statistics
         columns = [dm.target_names.index(t) for t in config["targets"]]
-        reduces = [config.get("reduce", "mean")] * len(columns)
+        reduces = cls.target_reduces(config["targets"], config.get("reduce", "mean"), config.get("dipole", False))
         mean, std = target_statistics(stats["y"][:, columns], stats["num_atoms"], reduces)
         return {"target_names": list(dm.target_names), "target_units": list(dm.target_units),
                 "statistics": {"mean": mean.tolist(), "std": std.tolist()}}
 
+    def prediction(self, batch) -> torch.Tensor:
+        """``(G, len(targets))`` float64 predictions of one batch (:func:`property_prediction`)."""
+        hp = self.hparams
+        return property_prediction(self.model(batch), hp.targets, hp.get("dipole", False))
+
     def errors(self, batch) -> dict[str, torch.Tensor]:
-        return property_errors(self.model(batch)["y"], batch, self.columns, self.hparams.targets)
+        return property_errors(self.prediction(batch), batch, self.columns, self.hparams.targets)
 
     def loss(self, batch, errors: dict[str, torch.Tensor]) -> torch.Tensor:
         err = torch.stack([errors[t] for t in self.hparams.targets], dim=1)
-        scale = self.model.target_std.to(err.dtype)
-        scale = torch.where(self.model.sum_mask, scale * atoms_per_graph(batch, err.dtype)[:, None], scale)
+        scale = self.target_std.to(err.dtype)
+        scale = torch.where(self.sum_mask, scale * atoms_per_graph(batch, err.dtype)[:, None], scale)
         err = err / scale
         return err.abs().mean() if self.hparams.loss == "l1" else err.square().mean()
 
@@ -336,8 +366,8 @@ class PropertyTask(_Task):
         """The errors of predicting the training mean for every graph (times its atoms for ``reduce: sum``
         targets): the reference a trained model's test error is read against."""
         atoms = atoms_per_graph(batch, torch.float64)[:, None]
-        mean = self.model.target_mean.to(torch.float64)
-        pred = torch.where(self.model.sum_mask, mean * atoms, mean.expand(atoms.shape[0], -1))
+        mean = self.target_mean
+        pred = torch.where(self.sum_mask, mean * atoms, mean.expand(atoms.shape[0], -1))
         return property_errors(pred, batch, self.columns, self.hparams.targets)
 
     def test_step(self, batch, batch_idx):
@@ -369,7 +399,7 @@ class PropertyTask(_Task):
         """``{target: (true, predicted)}`` of one batch, for parity plots."""
 
         with torch.no_grad():
-            pred = self.model(batch)["y"]
+            pred = self.prediction(batch)
         y = batch[K.TARGET][:, self.columns]
         return {t: (y[:, k], pred[:, k]) for k, t in enumerate(self.hparams.targets)}
 

@@ -75,8 +75,19 @@ def _build_task(cfg: DictConfig, dm) -> RecordedTask:
         raise ValueError(f"task _target_ {config['_target_']} is not an eqgeo task (eqgeo.training.tasks.RecordedTask)")
     arguments = {k: v for k, v in config.items() if k != "_target_"}
     from_data = cls.data_arguments(dm, arguments)
-    return hydra.utils.instantiate(config, model=_model_config(cfg, dm.statistics), **from_data,
-                                   _recursive_=False, _convert_="all")
+    return _instantiate(config, model=_model_config(cfg, dm.statistics), **from_data, _recursive_=False,
+                        _convert_="all")
+
+
+def _instantiate(config, **options):
+    """``hydra.utils.instantiate``, raising the target's own error (the file or the setting it names) instead of
+    Hydra's wrapper around it."""
+    try:
+        return hydra.utils.instantiate(config, **options)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, (FileNotFoundError, ValueError)):
+            raise error.__cause__ from None
+        raise
 
 
 def _config_hash(cfg: DictConfig) -> str:
@@ -370,12 +381,7 @@ def _check_run(cfg: DictConfig) -> None:
 
 def _data_module(cfg: DictConfig) -> tuple[L.LightningDataModule, list[dict]]:
     """The data module of ``cfg.data``, set up for fitting, and the inputs it left out (each with its reason)."""
-    try:
-        dm = hydra.utils.instantiate(cfg.data)
-    except InstantiationException as error:  # show the data module's own message (file, override)
-        if isinstance(error.__cause__, (FileNotFoundError, ValueError)):
-            raise error.__cause__ from None
-        raise
+    dm = _instantiate(cfg.data)
     dm.setup("fit")
     skipped = [e.to_dict() for e in getattr(getattr(dm, "report", None), "errors", [])]
     if skipped:

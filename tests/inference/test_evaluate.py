@@ -69,6 +69,36 @@ def test_own_test_split_reproduces_the_runs_test_metrics(qm9_run, tmp_path):
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text()) == result
 
 
+def test_mu_from_the_dipole_head_trains_and_evaluates_like_the_run(tmp_path):
+    """task.dipole=true: mu is the norm of the model's dipole vector (charges + atomic dipoles), gap a scalar
+    readout; the checkpoint evaluates on the run's test split to the run's numbers. Negative control: the
+    same prediction read as a scalar readout (dipole off) is another number."""
+    from eqgeo.inference.checkpoint import load_model
+    from eqgeo.inference.metrics import property_prediction
+
+    metrics = train(_cfg(TINY + TINY_QM9 + ["task.targets=[gap,mu]", "task.dipole=true"], tmp_path / "run"))
+    assert metrics["test"]["mu_mae"]["unit"] == "D" and metrics["test"]["mu_mean_predictor_mae"]["unit"] == "D"
+    best = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    state = torch.load(best, weights_only=True)["state_dict"]
+    assert state["model.target_std"].shape == (1,) and "model.atomic_dipoles.weight" in state  # gap's scalar; mu's head
+    result = evaluate(best, "qm9:test", tmp_path / "eval")
+    for name in ("gap_mae", "mu_mae", "mu_rmse"):
+        assert result["test"][name]["value"] == pytest.approx(metrics["test"][name]["value"], rel=1e-4)
+    model = load_model(best)
+    dm = _qm9("qm9:test", best, None, 0)[0]
+    from torch_geometric.data import Batch
+
+    batch = Batch.from_data_list(list(dm[:4]))
+    with torch.no_grad():
+        out = model(batch)
+        pred = property_prediction(out, ["gap", "mu"], dipole=True)
+    assert torch.equal(pred[:, 1], out["mu"].double()) and torch.equal(pred[:, 0], out["y"][:, 0])
+    assert not torch.allclose(property_prediction({"y": torch.cat([out["y"], out["y"]], 1)}, ["gap", "mu"], False)[:, 1],
+                              out["mu"].double())
+    with pytest.raises(ValueError, match="task.dipole=true predicts 'mu' from the dipole head; task.targets"):
+        train(_cfg(TINY + TINY_QM9 + ["task.targets=[gap]", "task.dipole=true"], tmp_path / "no_mu"))
+
+
 @pytest.mark.slow
 def test_cli_on_unseen_qm9_molecules(qm9_run, tmp_path):
     run, _ = qm9_run
