@@ -63,16 +63,23 @@ def mace_command(args, data: Path, out: Path) -> list[str]:
     ]
 
 
-def _errors(predicted: Path, reference: Path) -> dict[str, dict]:
-    """Test MAE/RMSE (meV, meV/atom, meV/Å) of ``mace_eval_configs``' predictions against the reference file."""
+def _errors(predicted: Path, reference: Path, energy_of=lambda atoms: atoms.info["MACE_energy"],
+            forces_of=lambda atoms: atoms.arrays["MACE_forces"], same_frame=None) -> dict[str, dict]:
+    """Test MAE/RMSE (meV, meV/atom, meV/Å, as ``eqgeo.inference.metrics``) of a peer's predictions, the
+    frames of the xyz file ``predicted`` read by ``energy_of`` and ``forces_of`` (default: the keys that
+    ``mace_eval_configs`` writes), against the reference file; ``same_frame(p, r)``, when given, checks that
+    each predicted frame is the reference frame at its place."""
     from ase.io import read
 
     pred, ref = read(predicted, ":"), read(reference, ":")
     if len(pred) != len(ref):
         raise ValueError(f"{predicted}: {len(pred)} frames predicted for the {len(ref)} of {reference}")
-    de = np.array([p.info["MACE_energy"] - r.get_potential_energy() for p, r in zip(pred, ref)])
+    for k, (p, r) in enumerate(zip(pred, ref)):
+        if same_frame is not None and not same_frame(p, r):
+            raise ValueError(f"{predicted}: frame {k} is not frame {k} of {reference}")
+    de = np.array([energy_of(p) - r.get_potential_energy() for p, r in zip(pred, ref)])
     n = np.array([len(r) for r in ref])
-    df = np.concatenate([(p.arrays["MACE_forces"] - r.get_forces()).ravel() for p, r in zip(pred, ref)])
+    df = np.concatenate([(forces_of(p) - r.get_forces()).ravel() for p, r in zip(pred, ref)])
     out = {}
     for name, err, unit in (("energy", de, "meV"), ("energy_per_atom", de / n, "meV/atom"), ("forces", df, "meV/Å")):
         out[f"{name}_mae"] = {"value": float(np.abs(err).mean() * 1000.0), "unit": unit}

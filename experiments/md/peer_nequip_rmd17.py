@@ -53,6 +53,7 @@ import numpy as np
 # the sibling MACE script's helpers (this folder is sys.path[0] when the script is run)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peer_mace_rmd17 import REPO, _data_dir
+from peer_mace_rmd17 import _errors as mace_errors
 
 NEQUIP_BIN = REPO / ".venvs" / "nequip" / "bin"
 SYMBOLS = {1: "H", 6: "C", 7: "N", 8: "O"}
@@ -172,26 +173,16 @@ def nequip_config(args, data: Path, train: Path, val: Path, out: Path) -> dict:
     }
 
 
-def _errors(predicted: Path, reference: Path) -> dict[str, dict]:
-    """Test MAE/RMSE (meV, meV/atom, meV/Å) of NequIP's test predictions against the reference file, as
-    ``peer_mace_rmd17._errors`` (which reads MACE's output keys) and ``eqgeo.inference.metrics`` compute them."""
-    from ase.io import read
+def _same_frame(predicted, reference) -> bool:
+    """NequIP's test loader keeps the file's order: each predicted frame must be the reference frame at its place."""
+    return bool(np.allclose(predicted.positions, reference.positions, atol=1e-6)
+                and abs(predicted.info["original_dataset_energy"] - reference.get_potential_energy()) < 1e-6)
 
-    pred, ref = read(predicted, ":"), read(reference, ":")
-    if len(pred) != len(ref):
-        raise ValueError(f"{predicted}: {len(pred)} frames predicted for the {len(ref)} of {reference}")
-    for k, (p, r) in enumerate(zip(pred, ref)):  # NequIP's test loader keeps the file's order: check it did
-        if not (np.allclose(p.positions, r.positions, atol=1e-6)
-                and abs(p.info["original_dataset_energy"] - r.get_potential_energy()) < 1e-6):
-            raise ValueError(f"{predicted}: frame {k} is not frame {k} of {reference}")
-    de = np.array([p.get_potential_energy() - r.get_potential_energy() for p, r in zip(pred, ref)])
-    n = np.array([len(r) for r in ref])
-    df = np.concatenate([(p.get_forces() - r.get_forces()).ravel() for p, r in zip(pred, ref)])
-    out = {}
-    for name, err, unit in (("energy", de, "meV"), ("energy_per_atom", de / n, "meV/atom"), ("forces", df, "meV/Å")):
-        out[f"{name}_mae"] = {"value": float(np.abs(err).mean() * 1000.0), "unit": unit}
-        out[f"{name}_rmse"] = {"value": float(np.sqrt((err**2).mean()) * 1000.0), "unit": unit}
-    return out
+
+def _errors(predicted: Path, reference: Path) -> dict[str, dict]:
+    """Test MAE/RMSE of NequIP's test predictions (its writer stores them as the frames' energy and forces)."""
+    return mace_errors(predicted, reference, energy_of=lambda atoms: atoms.get_potential_energy(),
+                       forces_of=lambda atoms: atoms.get_forces(), same_frame=_same_frame)
 
 
 # run in NequIP's interpreter: the tested model (best.ckpt, EMA weights) rebuilt by NequIP's own loader
