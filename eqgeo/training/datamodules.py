@@ -58,6 +58,21 @@ class _SplitDataModule(L.LightningDataModule):
     def sizes(self) -> dict[str, int]:
         return {name: len(ds) for name, ds in self.splits.items()}
 
+    #: ``{"train": [...], "val": [...], "test": [...]}``: each split's samples by their dataset index (QM9's
+    #: ``idx``), in the split's order; empty where the data have no such index.
+    split_indices: dict = {}
+
+    def split_digest(self) -> Optional[str]:
+        """SHA-256 (first 16 hex digits) of :attr:`split_indices`: two runs with equal digests trained,
+        validated and tested on the same molecules (``None`` without indices)."""
+        if not self.split_indices:
+            return None
+        import hashlib
+        import json
+
+        text = json.dumps({name: self.split_indices[name] for name in sorted(self.split_indices)})
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
     def _split(self, name: str):
         if name not in self.splits:
             raise RuntimeError(f"{type(self).__name__}.setup() has not been called")
@@ -139,6 +154,7 @@ class QM9DataModule(_SplitDataModule):
         self.splits = {"train": dataset.index_select(split["train"]), "val": dataset.index_select(split["val"]),
                        "test": dataset.index_select(test)}
         self.target_names, self.target_units = tuple(QM9.targets), tuple(QM9.target_units)
+        self.split_indices = {name: [int(g.idx) for g in ds] for name, ds in self.splits.items()}
         self.statistics = dataset_statistics(self.splits["train"], self.cutoff, energy_key=None)
         self.statistics["y"] = torch.cat([g[K.TARGET] for g in self.splits["train"]]).to(torch.float64)
         self.statistics["num_atoms"] = torch.tensor([g.num_nodes for g in self.splits["train"]])

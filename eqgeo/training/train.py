@@ -464,8 +464,7 @@ def _metrics(cfg: DictConfig, task: RecordedTask, dm, trainer: L.Trainer, **resu
     return {
         "config_hash": _config_hash(cfg),
         "task": type(task).__name__,
-        # dataset: the name the leaderboard groups runs under; origin: the files it came from
-        "data": {**dm.sizes(), "dataset": dm.dataset, "source": type(dm).__name__, "origin": dm.origin},
+        "data": _data_record(dm),
         "model": {"class": type(task.model).__name__, "parameters": sum(p.numel() for p in task.model.parameters())},
         "epochs": trainer.current_epoch,
         "wall_time_s": results["wall_time_s"],
@@ -475,6 +474,14 @@ def _metrics(cfg: DictConfig, task: RecordedTask, dm, trainer: L.Trainer, **resu
         "validation_history": task.history,
         "skipped": results["skipped"],  # inputs the data module left out, each with its reason
     }
+
+
+def _data_record(dm) -> dict:
+    """What ``metrics.json`` says of the data: split sizes; ``dataset``, the name the leaderboard groups runs
+    under; ``origin``, the files it came from; ``split_digest`` where the splits have sample indices (QM9)."""
+    record = {**dm.sizes(), "dataset": dm.dataset, "source": type(dm).__name__, "origin": dm.origin}
+    digest = dm.split_digest() if hasattr(dm, "split_digest") else None
+    return {**record, "split_digest": digest} if digest else record
 
 
 def train(cfg: DictConfig) -> dict:

@@ -69,6 +69,12 @@ def test_qm9_smoke_run_writes_metrics_and_checkpoints(tmp_path):
     # the split itself); the trained model's own MAE differs from it
     dm = hydra.utils.instantiate(_cfg(TINY + TINY_QM9, tmp_path / "again").data)
     dm.setup("fit")
+    # the split is published by its molecules' QM9 indices: the same config gives the same digest, another seed another
+    assert saved["data"]["split_digest"] == dm.split_digest() and len(dm.split_digest()) == 16
+    assert sorted(dm.split_indices) == ["test", "train", "val"] and len(dm.split_indices["train"]) == 30
+    other = hydra.utils.instantiate(_cfg(TINY + TINY_QM9 + ["seed=1"], tmp_path / "other").data)
+    other.setup("fit")
+    assert other.split_digest() != dm.split_digest()
     y = torch.cat([g.y for g in dm.splits["test"]])
     for k, target in enumerate(("gap", "homo")):
         column = dm.target_names.index(target)
