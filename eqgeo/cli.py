@@ -1,5 +1,5 @@
-"""eqgeo's console scripts, in one place: ``eqgeo-train``, ``eqgeo-evaluate``, ``eqgeo-leaderboard``
-and ``eqgeo-demo``.
+"""eqgeo's console scripts, in one place: ``eqgeo-train``, ``eqgeo-evaluate``, ``eqgeo-export``,
+``eqgeo-leaderboard`` and ``eqgeo-demo``.
 
 Each entry point first calls :func:`configure_process` (before torch is imported) and then runs
 its command, imported only when it runs.
@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Optional
 
-__all__ = ["configure_process", "train", "evaluate", "leaderboard", "demo"]
+__all__ = ["configure_process", "train", "evaluate", "export", "leaderboard", "demo"]
 
 #: OpenMP threads that wait for work sleep instead of spinning. libgomp's default (spin for a
 #: while, then sleep) makes a 2-thread PyTorch process on a shared machine spend most of its CPU
@@ -72,6 +72,32 @@ def evaluate(argv: Optional[list[str]] = None) -> int:
     from .inference.evaluate import main
 
     return main(argv)
+
+
+def export(argv: Optional[list[str]] = None) -> int:
+    """``eqgeo-export CHECKPOINT OUTPUT``: the weights, hyperparameters and record of a checkpoint, for
+    sharing a trained model (:func:`eqgeo.inference.checkpoint.export_checkpoint`)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="eqgeo-export", description="Write the weights, hyperparameters and "
+                                     "record of an eqgeo checkpoint to a small file that loads but does not resume.")
+    parser.add_argument("checkpoint", help="a checkpoint eqgeo-train wrote (<run dir>/checkpoints/best.ckpt)")
+    parser.add_argument("output", help="the file to write")
+    parser.add_argument("--weights", choices=("ema", "raw"), default="ema",
+                        help="the averaged weights (default, what the run's metrics used) or the optimiser's")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default=None, help="default: as trained")
+    args = parser.parse_args(argv)
+    import torch
+
+    from .inference.checkpoint import CheckpointError, export_checkpoint
+
+    try:
+        out = export_checkpoint(args.checkpoint, args.output, args.weights,
+                                getattr(torch, args.dtype) if args.dtype else None)
+    except (FileNotFoundError, CheckpointError) as error:
+        parser.exit(2, f"eqgeo-export: {error}\n")
+    print(f"{out}: {out.stat().st_size / 1e6:.2f} MB ({args.weights} weights, not resumable)")
+    return 0
 
 
 def leaderboard(argv: Optional[list[str]] = None) -> int:

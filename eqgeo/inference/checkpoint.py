@@ -41,6 +41,8 @@ __all__ = [
     "load_model",
     "instantiate_model",
     "qualified_name",
+    "export_checkpoint",
+    "EXPORT_KEY",
 ]
 
 #: The key of the record in the checkpoint dictionary.
@@ -53,6 +55,8 @@ KINDS = ("property", "energy", "docking")
 #: ``"ema"`` the averaged weights (the checkpoint's ``state_dict``, which validation and the test
 #: metrics use), ``"raw"`` the optimiser's own (``current_model_state``).
 WEIGHTS = ("ema", "raw")
+#: The key under which an exported checkpoint (:func:`export_checkpoint`) says what it kept.
+EXPORT_KEY = "eqgeo_export"
 
 
 class CheckpointError(ValueError):
@@ -137,6 +141,10 @@ class Checkpoint:
         """
         if weights not in WEIGHTS:
             raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+        kept = self.contents.get(EXPORT_KEY, {}).get("weights")
+        if kept is not None and weights != kept:
+            raise CheckpointError(f"checkpoint {self.path} was exported with the {kept} weights only; "
+                                  f"weights={weights!r} needs the run's own checkpoint")
         averaged = self.contents["state_dict"]
         raw = self.contents.get("current_model_state", averaged)
         chosen = averaged if weights == "ema" else raw
@@ -289,3 +297,28 @@ def load_model(path: Union[str, Path], weights: str = "ema", device: Union[str, 
         out = model(batch)  # a PyG Batch of the inputs the model was trained on
     """
     return read_checkpoint(path).build_model(weights, device, dtype)
+
+
+def export_checkpoint(source: Union[str, Path], target: Union[str, Path], weights: str = "ema",
+                      dtype: Optional[torch.dtype] = None) -> Path:
+    """Writes the inference part of the checkpoint ``source`` to ``target``: the model's chosen weight set
+    (:data:`WEIGHTS`) with its buffers, the hyperparameters and the record, without the optimiser, loop
+    and callback states (a third of an 80,000-weight potential's checkpoint or less). The result loads
+    everywhere a checkpoint does (:func:`load_model`, ``EqgeoCalculator.from_checkpoint``,
+    ``eqgeo-evaluate``) but cannot be resumed; ``dtype`` converts its floating-point weights (the float64
+    statistics buffers stay float64)."""
+    checkpoint = read_checkpoint(source)
+    model = checkpoint.build_model(weights, dtype=dtype)  # checks that the weights fit the record's model
+    target = Path(target).expanduser()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    record = {"format": checkpoint.format if checkpoint.format else FORMAT, "kind": checkpoint.kind,
+              "task": checkpoint.task, "model": checkpoint.model}
+    contents = {
+        "state_dict": {f"model.{name}": value.detach().clone() for name, value in model.state_dict().items()},
+        "hyper_parameters": checkpoint.contents["hyper_parameters"],
+        RECORD_KEY: record,
+        EXPORT_KEY: {"weights": weights, "source": Path(source).name},
+        **{key: checkpoint.contents[key] for key in ("epoch", "global_step") if key in checkpoint.contents},
+    }
+    torch.save(contents, target)
+    return target

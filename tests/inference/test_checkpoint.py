@@ -185,3 +185,42 @@ def test_evaluating_on_data_imports_nothing_from_training(old_runs, tmp_path, na
         assert "'eqgeo.training'" in line and "'lightning'" in line, line
     else:
         assert line.startswith("LOADED [] "), line
+
+
+def test_exported_checkpoints_hold_the_chosen_weights_and_load_everywhere(tmp_path, capsys):
+    """eqgeo-export keeps one weight set, the hyperparameters and the record: the same model and energies as the
+    run's checkpoint, a third of its size; the other weight set and resuming are refused by name."""
+    from ase.build import molecule
+
+    from eqgeo.calculators import EqgeoCalculator
+    from eqgeo.cli import export
+    from eqgeo.inference.checkpoint import export_checkpoint
+
+    source = _old("energy")
+    ema = export_checkpoint(source, tmp_path / "ema.ckpt")
+    raw = export_checkpoint(source, tmp_path / "raw.ckpt", weights="raw")
+    assert ema.stat().st_size < source.stat().st_size / 2
+    for path, weights in ((ema, "ema"), (raw, "raw")):
+        exported, original = load_model(path, weights=weights), load_model(source, weights=weights)
+        for name, value in original.state_dict().items():
+            assert torch.equal(exported.state_dict()[name], value), (weights, name)
+    # negative control: the two weight sets differ, so the comparison above can tell them apart
+    assert any(not torch.equal(a, b) for a, b in zip(load_model(ema).parameters(),
+                                                     load_model(raw, weights="raw").parameters()))
+    with pytest.raises(CheckpointError, match="exported with the ema weights only"):
+        load_model(ema, weights="raw")
+    with pytest.raises(CheckpointError, match="lacks the loop state"):
+        read_checkpoint(ema, resumable=True)
+    atoms = molecule("CH3CH2OH")
+    energies = []
+    for path in (source, ema):
+        atoms.calc = EqgeoCalculator.from_checkpoint(path)
+        energies.append((atoms.get_potential_energy(), atoms.get_forces()))
+    assert energies[0][0] == pytest.approx(energies[1][0], abs=1e-9)
+    assert torch.allclose(torch.as_tensor(energies[0][1]), torch.as_tensor(energies[1][1]), atol=1e-9)
+    assert export([str(source), str(tmp_path / "cli.ckpt"), "--dtype", "float64"]) == 0
+    assert next(load_model(tmp_path / "cli.ckpt").parameters()).dtype == torch.float64
+    assert "MB (ema weights, not resumable)" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as stop:
+        export([str(tmp_path / "missing.ckpt"), str(tmp_path / "x.ckpt")])
+    assert stop.value.code == 2 and "missing.ckpt does not exist" in capsys.readouterr().err
