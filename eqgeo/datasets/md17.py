@@ -203,7 +203,7 @@ class MD17(CachedDataset):
 
 def rmd17_splits(
     train_file: str | Path,
-    test_file: str | Path,
+    test_file: str | Path | None,
     root: str | Path | None = None,
     *,
     energy_unit: str | None = None,
@@ -211,15 +211,32 @@ def rmd17_splits(
     seed: int = 0,
     num_train: int = 950,
     num_val: int = 50,
+    num_test: int | None = None,
 ) -> dict[str, MD17]:
     """The rMD17 protocol: 950 train / 50 validation frames from ``train_file``, all of ``test_file``.
 
+    With ``test_file=None`` (one file, as 3BPA's ``train_300K.xyz``), ``num_test`` frames of
+    ``train_file`` are held out first (seeded by ``seed``), and training and validation frames are
+    drawn from the rest (seeded by ``seed + 1``): the test frames stay the same whatever
+    ``num_train`` and ``num_val`` are (smaller training sets for learning curves).
+
     Returns:
-        ``{"train", "val", "test"}`` datasets (train and val are index selections of one
-        ``MD17`` dataset, test is the whole test file).
+        ``{"train", "val", "test"}`` datasets (index selections of one ``MD17`` dataset, or train and
+        val of one and test the whole test file).
     """
     kwargs = dict(energy_unit=energy_unit, isolated_atoms=isolated_atoms)
     full = MD17(train_file, root, **kwargs)
-    split = full.split(seed, num_train, num_val)
-    test = MD17(test_file, root, **kwargs)
-    return {"train": full.index_select(split["train"]), "val": full.index_select(split["val"]), "test": test}
+    if test_file is not None:
+        split = full.split(seed, num_train, num_val)
+        return {"train": full.index_select(split["train"]), "val": full.index_select(split["val"]),
+                "test": MD17(test_file, root, **kwargs)}
+    if num_test is None or num_test < 1:
+        raise ValueError(f"without a test file, num_test frames of {train_file} are held out for testing; got "
+                         f"num_test={num_test}")
+    if num_test + num_train + num_val > len(full):
+        raise ValueError(f"{train_file} has {len(full)} frames, fewer than num_train + num_val + num_test = "
+                         f"{num_train} + {num_val} + {num_test}")
+    test, rest = random_split_indices(len(full), (num_test,), seed)
+    train, val, _ = random_split_indices(len(rest), (num_train, num_val), seed + 1)
+    return {"train": full.index_select(rest[train]), "val": full.index_select(rest[val]),
+            "test": full.index_select(test)}

@@ -162,7 +162,9 @@ class QM9DataModule(_SplitDataModule):
 
 class MD17DataModule(_SplitDataModule):
     """Energies and forces of MD17-style files (:func:`eqgeo.datasets.rmd17_splits`): train / val from
-    ``train_file``, test = ``test_file``.
+    ``train_file``, test = ``test_file`` (its first ``num_test`` frames when given), or with
+    ``test_file=None`` ``num_test`` frames held out of ``train_file`` (seeded, fixed whatever the
+    training size).
 
     Missing files stop with an error that names the file and the override to set. ``dataset`` is the
     name runs are grouped under (``eqgeo-leaderboard``, ``metrics.json``; default: the training file's
@@ -172,7 +174,7 @@ class MD17DataModule(_SplitDataModule):
     def __init__(
         self,
         train_file: str,
-        test_file: str,
+        test_file: Optional[str],
         isolated_atoms: Optional[str] = None,
         energy_unit: Optional[str] = "eV",
         num_train: int = 950,
@@ -187,7 +189,10 @@ class MD17DataModule(_SplitDataModule):
         self.origin = "/".join(Path(train_file).parts[-2:])
         self.dataset = dataset or self.origin
         self.train_file = _require_file(train_file, "training file", "data.train_file")
-        self.test_file = _require_file(test_file, "test file", "data.test_file")
+        self.test_file = None if test_file is None else _require_file(test_file, "test file", "data.test_file")
+        if test_file is None and not num_test:
+            raise ValueError("data.test_file=null holds out data.num_test frames of the training file for testing; "
+                             f"set data.num_test (got {num_test})")
         self.isolated_atoms = None if isolated_atoms is None else _require_file(
             isolated_atoms, "isolated-atom file", "data.isolated_atoms"
         )
@@ -202,8 +207,9 @@ class MD17DataModule(_SplitDataModule):
         splits = rmd17_splits(
             self.train_file, self.test_file, energy_unit=self.energy_unit, isolated_atoms=self.isolated_atoms,
             seed=self.seed, num_train=self.num_train, num_val=self.num_val,
+            num_test=self.num_test if self.test_file is None else None,
         )
-        if self.num_test is not None:
+        if self.num_test is not None and self.test_file is not None:
             splits["test"] = splits["test"].index_select(torch.arange(min(self.num_test, len(splits["test"]))))
         self.splits = splits
         # the isolated-atom energies of data.isolated_atoms, when given, set the energy shifts

@@ -60,6 +60,23 @@ def test_rmd17_protocol_split(botnet, tmp_path):
     assert [d.name for d in again["val"]] == [d.name for d in splits["val"]]
 
 
+def test_one_file_split_holds_out_the_same_test_frames_whatever_the_training_size(shared_data, tmp_path):
+    """3BPA: 50 test frames held out of the one file, training and validation drawn from the other 450."""
+    path = shared_data / "md17/botnet_3bpa/train_300K.xyz"
+    full = rmd17_splits(path, None, tmp_path, energy_unit="eV", seed=0, num_train=400, num_val=50, num_test=50)
+    small = rmd17_splits(path, None, tmp_path, energy_unit="eV", seed=0, num_train=50, num_val=50, num_test=50)
+    assert {k: len(v) for k, v in full.items()} == {"train": 400, "val": 50, "test": 50}
+    names = {k: [d.name for d in v] for k, v in full.items()}
+    assert len(set(names["train"]) | set(names["val"]) | set(names["test"])) == 500  # disjoint, all frames
+    assert [d.name for d in small["test"]] == names["test"] and len(small["train"]) == 50
+    other = rmd17_splits(path, None, tmp_path, energy_unit="eV", seed=1, num_train=400, num_val=50, num_test=50)
+    assert [d.name for d in other["test"]] != names["test"]  # negative control: the seed picks them
+    with pytest.raises(ValueError, match="num_test frames of .* are held out for testing; got num_test=None"):
+        rmd17_splits(path, None, tmp_path, energy_unit="eV")
+    with pytest.raises(ValueError, match="has 500 frames, fewer than num_train \\+ num_val \\+ num_test = 450 \\+ 50 \\+ 50"):
+        rmd17_splits(path, None, tmp_path, energy_unit="eV", num_train=450, num_val=50, num_test=50)
+
+
 @pytest.mark.parametrize("layout", ["sgdml", "rmd17"])
 def test_npz_layouts_convert_kcal_per_mol(botnet, tmp_path, layout):
     frames, z, R, E, F = _frames_as_kcal_arrays(botnet / "train.xyz")
