@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# QM9 at an equal wall-clock budget (conf/experiment/qm9_10k.yaml: 10,000 / 1,000 / 10,000 molecules, one
+# seeded split for every model), one run after the other on this machine, each with both cores.
+# Run from the repository root:
+#     bash experiments/qm9/budget_qm9.sh MINUTES TARGET [RUN ...]
+# TARGET: gap (meV), U0 (U0_atom, extensive: a sum over atoms, meV) or mu (D).
+# RUN: any of the names below (default: all, in this order); each model trains with its own learning rate,
+#   the best of a 3-minute sweep on 5,000 molecules (experiments/qm9/results/lr_sweep.md):
+#   eqgeo_conv_lmax1, eqgeo_conv_lmax2: eqgeo's convolution network (32 channels, 3 layers), lr 2e-2
+#   eqgeo_transformer: eqgeo's equivariant transformer (lmax 1), lr TRANSFORMER_LR
+#   schnet, visnet: PyG's SchNet and ViSNet (their default sizes) through eqgeo's pipeline, lr 2e-3 / VISNET_LR
+#   eqgeo_conv_lmax1_scalar_mu (TARGET mu only): mu from a scalar readout instead of the dipole head
+# Runs go to runs/budget_qm9/<target>/<run>/, their metrics.json and config.yaml to
+# experiments/qm9/results/budget_qm9/<target>/<run>/, the table to experiments/qm9/results/budget_qm9_<target>.md.
+set -euo pipefail
+minutes=${1:?minutes}
+target=${2:?target: gap, U0 or mu}
+shift 2
+all="eqgeo_conv_lmax1 eqgeo_conv_lmax2 eqgeo_transformer schnet visnet"
+case $target in
+  gap) task="task.targets=[gap]" ;;
+  U0) task="task.targets=[U0_atom] task.reduce=sum" ;;
+  mu) task="task.targets=[mu] task.dipole=true"; all="$all eqgeo_conv_lmax1_scalar_mu" ;;
+  *) echo "unknown target $target (gap, U0 or mu)" >&2; exit 2 ;;
+esac
+selected=${*:-$all}
+runs=runs/budget_qm9/$target
+results=experiments/qm9/results/budget_qm9/$target
+budget="experiment=qm9_10k trainer.max_time=00:00:$(printf %02d "$minutes"):00 trainer.enable_progress_bar=false"
+size="model.channels=32 model.num_layers=3"
+declare -A models=(
+  [eqgeo_conv_lmax1]="$size model.lmax=1 task.lr=2e-2"
+  [eqgeo_conv_lmax2]="$size model.lmax=2 task.lr=2e-2"
+  [eqgeo_transformer]="model=transformer $size model.lmax=1 task.lr=${TRANSFORMER_LR:-2e-2}"
+  [schnet]="model=schnet task.lr=2e-3"
+  [visnet]="model=visnet task.lr=${VISNET_LR:-5e-4}"
+  [eqgeo_conv_lmax1_scalar_mu]="$size model.lmax=1 task.lr=2e-2 task.dipole=false"
+)
+for run in $selected; do
+  [ -n "${models[$run]+x}" ] || { echo "unknown run $run (one of: $all)" >&2; exit 2; }
+  rm -rf "$runs/$run"
+  echo "== $target $run: start $(date -u +%H:%M) UTC, load $(cut -d' ' -f1-3 /proc/loadavg)"
+  if ! eqgeo-train $budget $task ${models[$run]} hydra.run.dir="$runs/$run"; then
+    echo "== $target $run: FAILED (its results are not updated); going on with the next run" >&2
+    continue
+  fi
+  mkdir -p "$results/$run"
+  for f in metrics.json config.yaml; do  # Hydra's run folder is absolute: written relative to the repository
+    sed "s#$PWD/##g" "$runs/$run/$f" > "$results/$run/$f"
+  done
+  echo "== $target $run: end $(date -u +%H:%M) UTC, load $(cut -d' ' -f1-3 /proc/loadavg)"
+done
+{
+  echo "# QM9 $target at an equal wall-clock budget ($minutes minutes)"
+  echo
+  echo "Command: \`bash experiments/qm9/budget_qm9.sh $minutes $target\` at commit $(git rev-parse --short HEAD)."
+  echo "Machine: $(nproc) CPU cores ($(lscpu | sed -n 's/^Model name: *//p')), one run after the other."
+  echo
+  eqgeo-leaderboard $results | sed '1,2d'
+} > experiments/qm9/results/budget_qm9_$target.md
