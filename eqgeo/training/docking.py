@@ -349,7 +349,7 @@ class DockingTask(RecordedTask):
                 logged[key] = float(values.mean()) * (100.0 if name == "confidence_accuracy" else 1.0)
         for key, value in logged.items():
             self.log(key, value, prog_bar=key == "val/translation_mae", sync_dist=True)
-        self.history.append({"epoch": self.current_epoch, **logged})
+        self.history.append({"epoch": self.current_epoch, "time_s": self.training_time_s(), **logged})
 
     def on_test_epoch_start(self) -> None:
         self._test_rmsds = []

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 from typing import Optional, Sequence
 
 import lightning as L
@@ -122,6 +123,19 @@ class RecordedTask(L.LightningModule):
         model, self.model_config = instantiate_model(config, **extra)
         return model
 
+    def on_fit_start(self) -> None:
+        self._fit_started = time.monotonic()
+
+    def training_time_s(self) -> float:
+        """Seconds of training so far: Lightning's ``Timer`` (``trainer.max_time``; it counts the time of
+        the runs a resumed run continues), else the time since this fit started."""
+        from lightning.pytorch.callbacks import Timer
+
+        timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
+        if timer is not None:
+            return float(timer.time_elapsed())
+        return time.monotonic() - getattr(self, "_fit_started", time.monotonic())
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[RECORD_KEY] = {
             "format": FORMAT,
@@ -209,8 +223,11 @@ class _Task(RecordedTask):
         return logged
 
     def on_validation_epoch_end(self) -> None:
+        """Logs the validation metrics; :attr:`history` (``metrics.json``'s ``validation_history``) also
+        keeps the training time at that point (``time_s``: learning curves against wall time)."""
         if not self.trainer.sanity_checking:
-            self.history.append({"epoch": self.current_epoch, **self._log_epoch("val")})
+            logged = self._log_epoch("val")
+            self.history.append({"epoch": self.current_epoch, "time_s": self.training_time_s(), **logged})
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
