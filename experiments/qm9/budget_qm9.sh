@@ -7,8 +7,8 @@
 # RUN: any of the names below (default: all, in this order); each model trains with its own learning rate,
 #   the best of a 3-minute sweep on 5,000 molecules (experiments/qm9/results/lr_sweep.md):
 #   eqgeo_conv_lmax1, eqgeo_conv_lmax2: eqgeo's convolution network (32 channels, 3 layers), lr 2e-2
-#   eqgeo_transformer: eqgeo's equivariant transformer (lmax 1), lr TRANSFORMER_LR
-#   schnet, visnet: PyG's SchNet and ViSNet (their default sizes) through eqgeo's pipeline, lr 2e-3 / VISNET_LR
+#   eqgeo_transformer: eqgeo's equivariant transformer (lmax 1), lr 2e-2 (TRANSFORMER_LR)
+#   schnet, visnet: PyG's SchNet and ViSNet (their default sizes) through eqgeo's pipeline, lr 2e-3 each (VISNET_LR)
 #   eqgeo_conv_lmax1_scalar_mu (TARGET mu only): mu from a scalar readout instead of the dipole head
 # Runs go to runs/budget_qm9/<target>/<run>/, their metrics.json and config.yaml to
 # experiments/qm9/results/budget_qm9/<target>/<run>/, the table to experiments/qm9/results/budget_qm9_<target>.md.
@@ -33,7 +33,7 @@ declare -A models=(
   [eqgeo_conv_lmax2]="$size model.lmax=2 task.lr=2e-2"
   [eqgeo_transformer]="model=transformer $size model.lmax=1 task.lr=${TRANSFORMER_LR:-2e-2}"
   [schnet]="model=schnet task.lr=2e-3"
-  [visnet]="model=visnet task.lr=${VISNET_LR:-5e-4}"
+  [visnet]="model=visnet task.lr=${VISNET_LR:-2e-3}"
   [eqgeo_conv_lmax1_scalar_mu]="$size model.lmax=1 task.lr=2e-2 task.dipole=false"
 )
 for run in $selected; do
