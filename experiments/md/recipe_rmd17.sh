@@ -27,7 +27,7 @@ out=experiments/md/results/recipe_rmd17.md
   echo "# The rMD17 recipe against the settings it replaced"
   echo
   echo "Command: \`bash experiments/md/recipe_rmd17.sh $epochs\` at commit $(git rev-parse --short HEAD)."
-  echo "Machine: $(nproc) CPU cores ($(lscpu | sed -n 's/^Model name: *//p')), runs one after the other;"
+  echo "Machine: $(nproc --all) CPU cores ($(lscpu | sed -n 's/^Model name: *//p')), runs one after the other;"
   echo "load average when the last run ended: $(cut -d' ' -f1-3 /proc/loadavg)."
   echo
   eqgeo-leaderboard experiments/md/results/recipe_rmd17 | sed '1,2d'

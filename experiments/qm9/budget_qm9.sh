@@ -54,7 +54,7 @@ done
   echo "# QM9 $target at an equal wall-clock budget ($minutes minutes)"
   echo
   echo "Command: \`bash experiments/qm9/budget_qm9.sh $minutes $target\` at commit $(git rev-parse --short HEAD)."
-  echo "Machine: $(nproc) CPU cores ($(lscpu | sed -n 's/^Model name: *//p')), one run after the other."
+  echo "Machine: $(nproc --all) CPU cores ($(lscpu | sed -n 's/^Model name: *//p')), one run after the other."
   echo
   eqgeo-leaderboard $results | sed '1,2d'
 } > experiments/qm9/results/budget_qm9_$target.md
