@@ -11,7 +11,6 @@ module itself (:meth:`data_arguments`), so no caller has to know which task it r
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from typing import Optional, Sequence
@@ -108,6 +107,13 @@ def plan_epochs(max_epochs: int, epochs_done: int, elapsed_s: float, remaining_s
     return max(min(max_epochs, fit), min(max_epochs, epochs_done + 1))
 
 
+def budget_timer(trainer):
+    """Lightning's ``Timer`` callback of ``trainer`` (there when ``trainer.max_time`` is set), else ``None``."""
+    from lightning.pytorch.callbacks import Timer
+
+    return next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+
+
 class RecordedTask(L.LightningModule):
     """A task whose checkpoints record what built them (:mod:`eqgeo.inference.checkpoint`).
 
@@ -129,9 +135,7 @@ class RecordedTask(L.LightningModule):
     def training_time_s(self) -> float:
         """Seconds of training so far: Lightning's ``Timer`` (``trainer.max_time``; it counts the time of
         the runs a resumed run continues), else the time since this fit started."""
-        from lightning.pytorch.callbacks import Timer
-
-        timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
+        timer = budget_timer(self.trainer)
         if timer is not None:
             return float(timer.time_elapsed())
         return time.monotonic() - getattr(self, "_fit_started", time.monotonic())
@@ -171,13 +175,10 @@ class _Task(RecordedTask):
     def on_train_epoch_end(self) -> None:
         """Under ``trainer.max_time``, re-plans the schedule (the cosine's last step, a fractional
         ``stage_two_epoch``) for the epochs that fit the time left (:func:`plan_epochs`)."""
-        from lightning.pytorch.callbacks import Timer
-
-        timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
-        if timer is None or timer.time_remaining() is None or self.trainer.max_epochs is None:
+        timer, max_epochs = budget_timer(self.trainer), self.trainer.max_epochs
+        if timer is None or timer.time_remaining() is None or max_epochs is None or max_epochs < 1:
             return
-        epochs = plan_epochs(self.trainer.max_epochs, self.current_epoch + 1, timer.time_elapsed(),
-                             timer.time_remaining())
+        epochs = plan_epochs(max_epochs, self.current_epoch + 1, timer.time_elapsed(), timer.time_remaining())
         self.plan["epochs"] = epochs = self.trainer.strategy.broadcast(epochs, src=0)  # one plan for all processes
         self.log("epochs_planned", float(epochs), rank_zero_only=True)
         for config in self.trainer.lr_scheduler_configs:
