@@ -6,7 +6,8 @@
 #   eqgeo_conv_lmax1, eqgeo_conv_lmax2, eqgeo_transformer: the experiment=rmd17 recipe at NequIP's ethanol size
 #       (3 layers, 32 channels, both parities, r 5 Å, batch 5), stopped by trainer.max_time; the cosine and the
 #       second stage are planned for the epochs that fit the budget at the pace so far (eqgeo.training.tasks).
-#   visnet: PyG's ViSNet (its defaults, conf/model/visnet.yaml) through eqgeo's pipeline, the same recipe.
+#   visnet: PyG's ViSNet (its defaults, conf/model/visnet.yaml) through eqgeo's pipeline, the same recipe at lr 1e-3
+#       (at the recipe's 0.01 its weights became NaN within the first epoch).
 #   mace: experiments/md/peer_mace_rmd17.py (MACE 0.3.16's own CLI, its recipe at the same size).
 #   nequip: experiments/md/peer_nequip_rmd17.py (NequIP 0.19.1's own CLI, its recipe at the same size).
 # MACE and NequIP have no time limit: their epochs are chosen to fit the budget (MACE_EPOCHS, NEQUIP_EPOCHS in
@@ -28,7 +29,7 @@ declare -A eqgeo_runs=(
   [eqgeo_conv_lmax1]="$size model.lmax=1"
   [eqgeo_conv_lmax2]="$size model.lmax=2"
   [eqgeo_transformer]="model=transformer $size model.lmax=1"
-  [visnet]="model=visnet"
+  [visnet]="model=visnet task.lr=1e-3"
 )
 for run in $selected; do
   rm -rf "$runs/$run"
@@ -45,7 +46,7 @@ for run in $selected; do
   fi
   mkdir -p "$results/$run"
   for f in metrics.json config.yaml; do  # Hydra's run folder is absolute: written relative to the repository
-    [ -f "$runs/$run/$f" ] && sed "s#$PWD/##g" "$runs/$run/$f" > "$results/$run/$f"
+    [ -f "$runs/$run/$f" ] && sed -e "s#$PWD/##g" -e "s#$(dirname "$PWD")/#../#g" "$runs/$run/$f" > "$results/$run/$f"
   done
   echo "== $run: end $(date -u +%H:%M) UTC, load $(cut -d' ' -f1-3 /proc/loadavg)"
 done
@@ -53,7 +54,7 @@ done
   echo "# rMD17 ethanol at an equal wall-clock budget ($minutes minutes)"
   echo
   echo "Command: \`bash experiments/md/budget_rmd17.sh $minutes\` (MACE $mace_epochs epochs, NequIP $nequip_epochs) at commit $(git rev-parse --short HEAD)."
-  echo "Machine: $(nproc) CPU cores ($(lscpu | sed -n 's/^Model name: *//p')), one run after the other."
+  echo "Machine: $(nproc --all) CPU cores ($(lscpu | sed -n 's/^Model name: *//p')), one run after the other."
   echo
   eqgeo-leaderboard $results | sed '1,2d'
 } > $results.md

@@ -27,7 +27,7 @@ for lmax in $lmaxes; do
     fi
     mkdir -p "$results/$run"
     for f in metrics.json config.yaml; do  # Hydra's run folder is absolute: written relative to the repository
-      sed "s#$PWD/##g" "$runs/$run/$f" > "$results/$run/$f"
+      sed -e "s#$PWD/##g" -e "s#$(dirname "$PWD")/#../#g" "$runs/$run/$f" > "$results/$run/$f"
     done
   done
 done

@@ -46,7 +46,7 @@ for run in $selected; do
   fi
   mkdir -p "$results/$run"
   for f in metrics.json config.yaml; do  # Hydra's run folder is absolute: written relative to the repository
-    sed "s#$PWD/##g" "$runs/$run/$f" > "$results/$run/$f"
+    sed -e "s#$PWD/##g" -e "s#$(dirname "$PWD")/#../#g" "$runs/$run/$f" > "$results/$run/$f"
   done
   echo "== $target $run: end $(date -u +%H:%M) UTC, load $(cut -d' ' -f1-3 /proc/loadavg)"
 done
