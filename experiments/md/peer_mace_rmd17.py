@@ -87,13 +87,20 @@ def _errors(predicted: Path, reference: Path, energy_of=lambda atoms: atoms.info
     return out
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def peer_parser(description: str) -> argparse.ArgumentParser:
+    """The command line every peer driver takes (this one and ``peer_nequip_rmd17.py``): only the budget
+    (``--epochs``) and the threads change between runs."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--epochs", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True, help="run folder (created; must not hold a run)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--channels", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = peer_parser(__doc__.split("\n\n")[0])
     args = parser.parse_args(argv)
     args.out = args.out.resolve()  # mace_run_train runs inside it
     if not (MACE_BIN / "mace_run_train").exists():

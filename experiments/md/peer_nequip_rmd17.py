@@ -40,7 +40,6 @@ threads (``--threads``: ``OMP_NUM_THREADS``, which sets torch's threads) change 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -52,7 +51,7 @@ import numpy as np
 
 # the sibling MACE script's helpers (this folder is sys.path[0] when the script is run)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peer_mace_rmd17 import REPO, _data_dir
+from peer_mace_rmd17 import REPO, _data_dir, peer_parser
 from peer_mace_rmd17 import _errors as mace_errors
 
 NEQUIP_BIN = REPO / ".venvs" / "nequip" / "bin"
@@ -200,12 +199,7 @@ print(json.dumps({"parameters": sum(p.numel() for p in model.parameters()), "ver
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, required=True)
-    parser.add_argument("--out", type=Path, required=True, help="run folder (created; must not hold a run)")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--channels", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = peer_parser(__doc__.split("\n\n")[0])
     args = parser.parse_args(argv)
     args.out = args.out.resolve()  # nequip-train runs inside it
     if not (NEQUIP_BIN / "nequip-train").exists():
