@@ -15,6 +15,7 @@
 # time is reported beside the others. Runs go to runs/budget_rmd17/<run>/, their metrics.json and config to
 # experiments/md/results/budget_rmd17/<run>/, the table to experiments/md/results/budget_rmd17.md.
 set -euo pipefail
+source experiments/results.sh
 minutes=${1:-20}
 shift || true
 all="eqgeo_conv_lmax1 eqgeo_conv_lmax2 eqgeo_transformer visnet mace nequip"
@@ -44,10 +45,7 @@ for run in $selected; do
     echo "== $run: FAILED (its results are not updated); going on with the next run" >&2
     continue
   fi
-  mkdir -p "$results/$run"
-  for f in metrics.json config.yaml; do  # Hydra's run folder is absolute: written relative to the repository
-    [ -f "$runs/$run/$f" ] && sed -e "s#$PWD/##g" -e "s#$(dirname "$PWD")/#../#g" "$runs/$run/$f" > "$results/$run/$f"
-  done
+  keep_results "$runs/$run" "$results/$run"
   echo "== $run: end $(date -u +%H:%M) UTC, load $(cut -d' ' -f1-3 /proc/loadavg)"
 done
 {

@@ -9,6 +9,7 @@
 # experiments/md/results/learning_curve_rmd17/, the figure and the fitted slopes to
 # experiments/md/results/learning_curve_rmd17.{png,md} (experiments/md/plot_learning_curve.py).
 set -euo pipefail
+source experiments/results.sh
 minutes=${1:-8}
 shift || true
 lmaxes=${*:-0 1 2}
@@ -25,10 +26,7 @@ for lmax in $lmaxes; do
       echo "== $run: FAILED; going on with the next run" >&2
       continue
     fi
-    mkdir -p "$results/$run"
-    for f in metrics.json config.yaml; do  # Hydra's run folder is absolute: written relative to the repository
-      sed -e "s#$PWD/##g" -e "s#$(dirname "$PWD")/#../#g" "$runs/$run/$f" > "$results/$run/$f"
-    done
+    keep_results "$runs/$run" "$results/$run"
   done
 done
 python experiments/md/plot_learning_curve.py "$results" --minutes "$minutes"

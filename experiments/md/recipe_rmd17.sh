@@ -6,6 +6,7 @@
 # Runs go to runs/recipe_rmd17/<variant>/; their metrics.json and config.yaml are copied to
 # experiments/md/results/recipe_rmd17/<variant>/ and tabulated in experiments/md/results/recipe_rmd17.md.
 set -euo pipefail
+source experiments/results.sh
 epochs=${1:-60}
 model="model.channels=32 model.lmax=1 model.num_layers=3 model.parity=full"
 common="experiment=rmd17 $model trainer.max_epochs=$epochs trainer.enable_progress_bar=false"
@@ -19,8 +20,7 @@ declare -A variants=(
 )
 for name in recipe previous_schedule recipe_no_isolated_atoms; do
   eqgeo-train $common ${variants[$name]} hydra.run.dir=runs/recipe_rmd17/$name
-  mkdir -p experiments/md/results/recipe_rmd17/$name
-  cp runs/recipe_rmd17/$name/metrics.json runs/recipe_rmd17/$name/config.yaml experiments/md/results/recipe_rmd17/$name/
+  keep_results runs/recipe_rmd17/$name experiments/md/results/recipe_rmd17/$name
 done
 out=experiments/md/results/recipe_rmd17.md
 {

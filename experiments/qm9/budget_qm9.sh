@@ -13,6 +13,7 @@
 # Runs go to runs/budget_qm9/<target>/<run>/, their metrics.json and config.yaml to
 # experiments/qm9/results/budget_qm9/<target>/<run>/, the table to experiments/qm9/results/budget_qm9_<target>.md.
 set -euo pipefail
+source experiments/results.sh
 minutes=${1:?minutes}
 target=${2:?target: gap, U0 or mu}
 shift 2
@@ -44,10 +45,7 @@ for run in $selected; do
     echo "== $target $run: FAILED (its results are not updated); going on with the next run" >&2
     continue
   fi
-  mkdir -p "$results/$run"
-  for f in metrics.json config.yaml; do  # Hydra's run folder is absolute: written relative to the repository
-    sed -e "s#$PWD/##g" -e "s#$(dirname "$PWD")/#../#g" "$runs/$run/$f" > "$results/$run/$f"
-  done
+  keep_results "$runs/$run" "$results/$run"
   echo "== $target $run: end $(date -u +%H:%M) UTC, load $(cut -d' ' -f1-3 /proc/loadavg)"
 done
 {
