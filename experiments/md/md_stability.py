@@ -43,6 +43,7 @@ from ase.md.velocitydistribution import Stationary, ZeroRotation
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nve_drift import (  # noqa: E402  the sibling NVE script's helpers
+    _DTYPES,
     REPO,
     _display,
     _maxwell_boltzmann,
@@ -54,7 +55,6 @@ from nve_drift import (  # noqa: E402  the sibling NVE script's helpers
 from eqgeo.calculators import EqgeoCalculator  # noqa: E402
 
 MACE_PYTHON = REPO / ".venvs" / "mace" / "bin" / "python"
-_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -113,16 +113,23 @@ class BondWatch:
                 "first_new_bond_ps": self.first_new_ps}
 
 
-def run_nvt(atoms, args, temperature: float) -> dict:
-    """Langevin NVT from Maxwell-Boltzmann velocities; bonds followed, temperatures and wall time recorded."""
+def langevin(atoms, args, temperature: float) -> Langevin:
+    """Langevin dynamics of ``atoms`` (which carry their calculator) at ``temperature`` from seeded
+    Maxwell-Boltzmann velocities without centre-of-mass motion or rotation; the first force call is made
+    here, outside any timing."""
     _maxwell_boltzmann(atoms, temperature_K=temperature, rng=np.random.default_rng(args.seed))
     Stationary(atoms)
     ZeroRotation(atoms)
-    atoms.get_forces()  # warm-up outside the timing
+    atoms.get_forces()
+    return Langevin(atoms, timestep=args.dt * units.fs, temperature_K=temperature, friction=args.friction / units.fs,
+                    rng=np.random.default_rng(args.seed + 1))
+
+
+def run_nvt(atoms, args, temperature: float) -> dict:
+    """Langevin NVT from Maxwell-Boltzmann velocities; bonds followed, temperatures and wall time recorded."""
+    dyn = langevin(atoms, args, temperature)
     watch = BondWatch(atoms, args.break_factor)
     steps = int(round(args.ps * 1000.0 / args.dt))
-    dyn = Langevin(atoms, timestep=args.dt * units.fs, temperature_K=temperature, friction=args.friction / units.fs,
-                   rng=np.random.default_rng(args.seed + 1))
     temperatures = []
 
     def observe():
@@ -151,10 +158,7 @@ def eqgeo_speed(calc, atoms, args) -> float:
     """Steps per second of the eqgeo calculator over ``--speed-steps`` NVT steps (as :func:`mace_speed`)."""
     atoms = atoms.copy()
     atoms.calc = calc
-    _maxwell_boltzmann(atoms, temperature_K=args.temperatures[0], rng=np.random.default_rng(args.seed))
-    atoms.get_forces()
-    dyn = Langevin(atoms, timestep=args.dt * units.fs, temperature_K=args.temperatures[0],
-                   friction=args.friction / units.fs, rng=np.random.default_rng(args.seed + 1))
+    dyn = langevin(atoms, args, args.temperatures[0])
     start = time.perf_counter()
     dyn.run(args.speed_steps)
     return args.speed_steps / (time.perf_counter() - start)
