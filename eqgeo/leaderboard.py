@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from .inference.names import is_mean_predictor
+
 
 __all__ = ["Anchor", "ANCHORS", "LeaderboardError", "PublishedDataError", "leaderboard", "load_published", "main"]
 
@@ -200,13 +202,8 @@ class _Run:
         """What the run predicts: the targets of its MAE/RMSE metrics (``gap_mae`` -> ``gap``), else
         its task name (a task whose metrics are, e.g., success rates and RMSDs)."""
         bases = [_split_metric(name)[0] for name in self.metrics if _split_metric(name)[1]]
-        bases = [b for b in bases if not b.endswith(_REFERENCE)]  # a reference's errors, not a target
+        bases = [b for b in bases if not is_mean_predictor(b)]  # a reference's errors, not a target
         return tuple(dict.fromkeys(bases)) or (self.task,)
-
-
-#: Suffix of the reference metrics eqgeo-train writes beside a target's (``gap_mean_predictor_mae``: predicting the
-#: training mean, :attr:`eqgeo.training.PropertyTask.MEAN_PREDICTOR`); shown as columns, not counted as targets.
-_REFERENCE = "_mean_predictor"
 
 
 def _split_metric(name: str) -> tuple[str, str]:

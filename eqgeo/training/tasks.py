@@ -22,6 +22,7 @@ from ..data import keys as K
 from ..inference.checkpoint import FORMAT, RECORD_KEY, instantiate_model, qualified_name
 from ..inference.metrics import (DIPOLE_TARGET, ENERGY_UNITS, ErrorSums, atoms_per_graph, display_unit, energy_errors,
                                  property_errors, property_prediction, scalar_targets)
+from ..inference.names import MEAN_PREDICTOR, mean_predictor_name
 
 __all__ = ["PropertyTask", "EnergyForcesTask", "display_unit", "adam", "adam_with_schedule", "cosine_factor",
            "LR_SCHEDULES", "RecordedTask", "CosineSchedule", "plan_epochs"]
@@ -377,8 +378,8 @@ class PropertyTask(_Task):
         err = err / scale
         return err.abs().mean() if self.hparams.loss == "l1" else err.square().mean()
 
-    #: Suffix of the test metrics of the mean predictor (``gap_mean_predictor_mae``).
-    MEAN_PREDICTOR = "_mean_predictor"
+    #: Suffix of the test metrics of the mean predictor (``gap_mean_predictor_mae``; :mod:`eqgeo.inference.names`).
+    MEAN_PREDICTOR = MEAN_PREDICTOR
 
     def mean_predictor_errors(self, batch) -> dict[str, torch.Tensor]:
         """The errors of predicting the training mean for every graph (times its atoms for ``reduce: sum``
@@ -403,11 +404,7 @@ class PropertyTask(_Task):
         for key, value in sums.metrics(self.units).items():
             self.log(f"test/{self.mean_predictor_name(key)}", value, sync_dist=True, reduce_fx="max")
 
-    @classmethod
-    def mean_predictor_name(cls, metric: str) -> str:
-        """``gap_mae`` -> ``gap_mean_predictor_mae``."""
-        name, kind = metric.rsplit("_", 1)
-        return f"{name}{cls.MEAN_PREDICTOR}_{kind}"
+    mean_predictor_name = staticmethod(mean_predictor_name)
 
     def metric_units(self) -> dict[str, str]:
         units = super().metric_units()

@@ -41,6 +41,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from ..inference.checkpoint import read_checkpoint
+from ..inference.names import is_mean_predictor, mean_predictor_name
 from .callbacks import EpochMarker
 from .plots import learning_curves, parity_plot
 from .tasks import RecordedTask
@@ -521,8 +522,8 @@ def _report(metrics: dict, run_dir: str) -> None:
     test = metrics["test"]
     shown = []
     for k, v in test.items():
-        if k.endswith("_mae") and "_mean_predictor_" not in k:
-            reference = test.get(k[: -len("_mae")] + "_mean_predictor_mae")
+        if k.endswith("_mae") and not is_mean_predictor(k):
+            reference = test.get(mean_predictor_name(k))
             shown.append(f"{k} {v['value']:.4g} {v['unit']}"
                          + ("" if reference is None else f" (predicting the training mean: {reference['value']:.4g} {reference['unit']})"))
     print(f"test: {', '.join(shown)}")
