@@ -213,7 +213,8 @@ def rmd17_splits(
     num_val: int = 50,
     num_test: int | None = None,
 ) -> dict[str, MD17]:
-    """The rMD17 protocol: 950 train / 50 validation frames from ``train_file``, all of ``test_file``.
+    """The rMD17 protocol: 950 train / 50 validation frames from ``train_file``, all of ``test_file``
+    (its first ``num_test`` frames when ``num_test`` is given).
 
     With ``test_file=None`` (one file, as 3BPA's ``train_300K.xyz``), ``num_test`` frames of
     ``train_file`` are held out first (seeded by ``seed``), and training and validation frames are
@@ -228,8 +229,10 @@ def rmd17_splits(
     full = MD17(train_file, root, **kwargs)
     if test_file is not None:
         split = full.split(seed, num_train, num_val)
-        return {"train": full.index_select(split["train"]), "val": full.index_select(split["val"]),
-                "test": MD17(test_file, root, **kwargs)}
+        test = MD17(test_file, root, **kwargs)
+        if num_test is not None:
+            test = test.index_select(torch.arange(min(num_test, len(test))))
+        return {"train": full.index_select(split["train"]), "val": full.index_select(split["val"]), "test": test}
     if num_test is None or num_test < 1:
         raise ValueError(f"without a test file, num_test frames of {train_file} are held out for testing; got "
                          f"num_test={num_test}")

@@ -190,9 +190,6 @@ class MD17DataModule(_SplitDataModule):
         self.dataset = dataset or self.origin
         self.train_file = _require_file(train_file, "training file", "data.train_file")
         self.test_file = None if test_file is None else _require_file(test_file, "test file", "data.test_file")
-        if test_file is None and not num_test:
-            raise ValueError("data.test_file=null holds out data.num_test frames of the training file for testing; "
-                             f"set data.num_test (got {num_test})")
         self.isolated_atoms = None if isolated_atoms is None else _require_file(
             isolated_atoms, "isolated-atom file", "data.isolated_atoms"
         )
@@ -206,11 +203,8 @@ class MD17DataModule(_SplitDataModule):
 
         splits = rmd17_splits(
             self.train_file, self.test_file, energy_unit=self.energy_unit, isolated_atoms=self.isolated_atoms,
-            seed=self.seed, num_train=self.num_train, num_val=self.num_val,
-            num_test=self.num_test if self.test_file is None else None,
+            seed=self.seed, num_train=self.num_train, num_val=self.num_val, num_test=self.num_test,
         )
-        if self.num_test is not None and self.test_file is not None:
-            splits["test"] = splits["test"].index_select(torch.arange(min(self.num_test, len(splits["test"]))))
         self.splits = splits
         # the isolated-atom energies of data.isolated_atoms, when given, set the energy shifts
         atomic_energies = getattr(self.splits["train"], "atomic_energies", None)
