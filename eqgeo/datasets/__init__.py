@@ -9,7 +9,7 @@ from ._cached import CachedDataset, default_cache_root, random_split_indices
 from .ase_dataset import ASEDataset
 from .complexes import ComplexFiles, ProteinLigandComplexes, find_complex_files
 from .docking import DockingComplex, load_docking_complexes
-from .md17 import MD17, read_isolated_atoms, read_md17_npz, rmd17_splits
+from .md17 import MD17, held_out_split, read_isolated_atoms, read_md17_npz, rmd17_splits
 from .qm9 import QM9
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "QM9",
     "MD17",
     "rmd17_splits",
+    "held_out_split",
     "read_md17_npz",
     "read_isolated_atoms",
     "ASEDataset",

@@ -31,7 +31,7 @@ from ..data.structures import read_structures
 from ..data.units import energy_factor
 from ._cached import CachedDataset, random_split_indices
 
-__all__ = ["MD17", "rmd17_splits", "read_md17_npz", "read_isolated_atoms"]
+__all__ = ["MD17", "held_out_split", "read_isolated_atoms", "read_md17_npz", "rmd17_splits"]
 
 _NPZ_LAYOUTS = {
     "sgdml": {"z": "z", "pos": "R", "energy": "E", "forces": "F"},
@@ -239,7 +239,22 @@ def rmd17_splits(
     if num_test + num_train + num_val > len(full):
         raise ValueError(f"{train_file} has {len(full)} frames, fewer than num_train + num_val + num_test = "
                          f"{num_train} + {num_val} + {num_test}")
-    test, rest = random_split_indices(len(full), (num_test,), seed)
+    return {name: full.index_select(index) for name, index in
+            held_out_split(len(full), num_train, num_val, num_test, seed).items()}
+
+
+def held_out_split(num_frames: int, num_train: int, num_val: int, num_test: int, seed: int) -> dict[str, torch.Tensor]:
+    """The frame indices (into one file of ``num_frames`` frames) of :func:`rmd17_splits` without a test file:
+    ``num_test`` frames held out with ``seed``, then ``num_train`` and ``num_val`` drawn from the rest with
+    ``seed + 1``. The peer drivers of ``experiments/md`` write these frames for MACE and NequIP.
+
+    Example:
+        >>> split = held_out_split(500, 400, 50, 50, seed=0)
+        >>> [len(split[k]) for k in ("train", "val", "test")]
+        [400, 50, 50]
+        >>> held_out_split(500, 10, 5, 50, seed=0)["test"].equal(split["test"])  # fixed whatever num_train
+        True
+    """
+    test, rest = random_split_indices(num_frames, (num_test,), seed)
     train, val, _ = random_split_indices(len(rest), (num_train, num_val), seed + 1)
-    return {"train": full.index_select(rest[train]), "val": full.index_select(rest[val]),
-            "test": full.index_select(test)}
+    return {"train": rest[train], "val": rest[val], "test": test}

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# rMD17 ethanol at an equal wall-clock budget, one run after the other on this machine, each with both cores.
-# Run from the repository root:
-#     bash experiments/md/budget_rmd17.sh [MINUTES] [RUN ...]
+# rMD17 ethanol (or 3BPA) at an equal wall-clock budget, one run after the other on this machine, each with both
+# cores. Run from the repository root:
+#     [DATASET=3bpa] bash experiments/md/budget_rmd17.sh [MINUTES] [RUN ...]
+# DATASET: rmd17 (default: ethanol, 950 / 50 of train.xyz, all 1000 of test_MD.xyz) or 3bpa (400 / 50 / 50 of
+#   train_300K.xyz, conf/data/3bpa.yaml; the peers get the same frames, peer_mace_rmd17.peer_data).
 # MINUTES: the budget of each run (default 20). RUN: any of the names below (default: all, in this order).
-#   eqgeo_conv_lmax1, eqgeo_conv_lmax2, eqgeo_transformer: the experiment=rmd17 recipe at NequIP's ethanol size
+#   eqgeo_conv_lmax1, eqgeo_conv_lmax2, eqgeo_transformer: the experiment=$DATASET recipe at NequIP's ethanol size
 #       (3 layers, 32 channels, both parities, r 5 Å, batch 5), stopped by trainer.max_time; the cosine and the
 #       second stage are planned for the epochs that fit the budget at the pace so far (eqgeo.training.tasks).
 #   visnet: PyG's ViSNet (its defaults, conf/model/visnet.yaml) through eqgeo's pipeline, the same recipe at lr 1e-3
@@ -11,19 +13,26 @@
 #   mace: experiments/md/peer_mace_rmd17.py (MACE 0.3.16's own CLI, its recipe at the same size).
 #   nequip: experiments/md/peer_nequip_rmd17.py (NequIP 0.19.1's own CLI, its recipe at the same size).
 # MACE and NequIP have no time limit: their epochs are chosen to fit the budget (MACE_EPOCHS, NEQUIP_EPOCHS in
-# the environment; defaults from their measured pace here: about 20.5 s and 10 s per epoch) and their wall
-# time is reported beside the others. Runs go to runs/budget_rmd17/<run>/, their metrics.json and config to
-# experiments/md/results/budget_rmd17/<run>/, the table to experiments/md/results/budget_rmd17.md.
+# the environment; defaults from their measured pace here, per epoch: rMD17 about 20 s and 10 s, 3BPA 24 s and
+# 7.5 s) and their wall time is reported beside the others. Runs go to runs/budget_$DATASET/<run>/, their
+# metrics.json and config to experiments/md/results/budget_$DATASET/<run>/, the table to
+# experiments/md/results/budget_$DATASET.md.
 set -euo pipefail
 source experiments/results.sh
 minutes=${1:-20}
 shift || true
 all="eqgeo_conv_lmax1 eqgeo_conv_lmax2 eqgeo_transformer visnet mace nequip"
 selected=${*:-$all}
-mace_epochs=${MACE_EPOCHS:-$(( minutes * 60 * 95 / 100 / 20 ))}
-nequip_epochs=${NEQUIP_EPOCHS:-$(( minutes * 60 * 95 / 100 / 10 ))}
-runs=runs/budget_rmd17
-results=experiments/md/results/budget_rmd17
+dataset=${DATASET:-rmd17}
+case $dataset in
+  rmd17) peer_dataset=rmd17_ethanol title="rMD17 ethanol" mace_pace=200 nequip_pace=100 ;;  # paces in 0.1 s
+  3bpa) peer_dataset=3bpa title="3BPA (300 K, 400 training frames)" mace_pace=240 nequip_pace=75 ;;
+  *) echo "DATASET is rmd17 or 3bpa, not $dataset" >&2; exit 2 ;;
+esac
+mace_epochs=${MACE_EPOCHS:-$(( minutes * 600 * 95 / 100 / mace_pace ))}
+nequip_epochs=${NEQUIP_EPOCHS:-$(( minutes * 600 * 95 / 100 / nequip_pace ))}
+runs=runs/budget_$dataset
+results=experiments/md/results/budget_$dataset
 size="model.channels=32 model.num_layers=3 model.parity=full"
 budget="trainer.max_epochs=1000 trainer.max_time=00:00:$(printf %02d "$minutes"):00 trainer.enable_progress_bar=false"
 declare -A eqgeo_runs=(
@@ -36,10 +45,12 @@ for run in $selected; do
   rm -rf "$runs/$run"
   echo "== $run: start $(date -u +%H:%M) UTC, load $(cut -d' ' -f1-3 /proc/loadavg)"
   case $run in
-    mace) command=(python experiments/md/peer_mace_rmd17.py --epochs "$mace_epochs" --threads 2 --out "$runs/$run") ;;
-    nequip) command=(python experiments/md/peer_nequip_rmd17.py --epochs "$nequip_epochs" --threads 2 --out "$runs/$run") ;;
+    mace) command=(python experiments/md/peer_mace_rmd17.py --dataset $peer_dataset --epochs "$mace_epochs" --threads 2
+                   --out "$runs/$run") ;;
+    nequip) command=(python experiments/md/peer_nequip_rmd17.py --dataset $peer_dataset --epochs "$nequip_epochs"
+                     --threads 2 --out "$runs/$run") ;;
     *) [ -n "${eqgeo_runs[$run]+x}" ] || { echo "unknown run $run (one of: $all)" >&2; exit 2; }
-       command=(eqgeo-train experiment=rmd17 ${eqgeo_runs[$run]} $budget hydra.run.dir="$runs/$run") ;;
+       command=(eqgeo-train experiment=$dataset ${eqgeo_runs[$run]} $budget hydra.run.dir="$runs/$run") ;;
   esac
   if ! "${command[@]}"; then
     echo "== $run: FAILED (its results are not updated); going on with the next run" >&2
@@ -49,9 +60,9 @@ for run in $selected; do
   echo "== $run: end $(date -u +%H:%M) UTC, load $(cut -d' ' -f1-3 /proc/loadavg)"
 done
 {
-  echo "# rMD17 ethanol at an equal wall-clock budget ($minutes minutes)"
+  echo "# $title at an equal wall-clock budget ($minutes minutes)"
   echo
-  echo "Command: \`bash experiments/md/budget_rmd17.sh $minutes\` (MACE $mace_epochs epochs, NequIP $nequip_epochs) at commit $(git rev-parse --short HEAD)."
+  echo "Command: \`DATASET=$dataset bash experiments/md/budget_rmd17.sh $minutes\` (MACE $mace_epochs epochs, NequIP $nequip_epochs) at commit $(git rev-parse --short HEAD)."
   echo "Machine: $(nproc --all) CPU cores ($(lscpu | sed -n 's/^Model name: *//p')), one run after the other."
   echo
   eqgeo-leaderboard $results | sed '1,2d'

@@ -1,6 +1,6 @@
-"""NequIP on rMD17 ethanol with its own training CLI, for the equal-budget comparison beside eqgeo.
+"""NequIP on rMD17 ethanol or 3BPA with its own training CLI, for the equal-budget comparison beside eqgeo.
 
-    python experiments/md/peer_nequip_rmd17.py --epochs 60 --out runs/peers_rmd17/nequip [--threads 2]
+    python experiments/md/peer_nequip_rmd17.py --epochs 60 --out runs/peers_rmd17/nequip [--threads 2] [--dataset 3bpa]
 
 NequIP 0.19.1 runs in its own virtual environment (``experiments/peers/setup.sh nequip`` makes
 ``.venvs/nequip``; nothing of it is imported here, nor by eqgeo): ``nequip-train`` (NequIP's
@@ -14,8 +14,10 @@ its test included, as eqgeo-train's includes its test), so that ``eqgeo-leaderbo
 beside eqgeo's and MACE's runs.
 
 Split: the 50 validation frames are those MACE's ``--valid_fraction=0.05`` draws with the same
-``--seed`` (``peer_mace_rmd17.py``; MACE writes them to ``*_valid_indices_<seed>.txt``), the other
-950 train: the same frames as the MACE run. They are copied verbatim into ``<out>/data/``.
+``--seed`` (``peer_mace_rmd17.peer_data``; MACE writes them to ``*_valid_indices_<seed>.txt``), the other
+950 train: the same frames as the MACE run. They are copied verbatim into ``<out>/data/``. With
+``--dataset 3bpa``, eqgeo's 3BPA split (400 / 50 / 50 of ``train_300K.xyz``, as the MACE run) and the
+isolated-atom energies of ``iso_atoms.xyz``.
 
 Model: the one ``experiments/benchmarks/nequip_worker.py`` times, ``nequip.model.NequIPGNNModel``
 with 3 layers, ``l_max`` 1, ``--channels`` (32) features of both parities, r_max 5 Å, 8 Bessel
@@ -51,7 +53,7 @@ import numpy as np
 
 # the sibling MACE script's helpers (this folder is sys.path[0] when the script is run)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peer_mace_rmd17 import REPO, _data_dir, peer_parser
+from peer_mace_rmd17 import REPO, PeerData, peer_data, peer_parser
 from peer_mace_rmd17 import _errors as mace_errors
 
 NEQUIP_BIN = REPO / ".venvs" / "nequip" / "bin"
@@ -59,41 +61,16 @@ SYMBOLS = {1: "H", 6: "C", 7: "N", 8: "O"}
 MONITOR = "val0_epoch/weighted_sum"
 
 
-def _frames(path: Path) -> list[list[str]]:
-    """The frames of an extended XYZ file, each as its own lines (count, comment, atoms), verbatim."""
-    lines = path.read_text().splitlines(keepends=True)
-    frames, i = [], 0
-    while i < len(lines) and lines[i].strip():
-        n = int(lines[i])
-        frames.append(lines[i:i + n + 2])
-        i += n + 2
-    return frames
-
-
-def split(data: Path, out: Path, seed: int) -> tuple[Path, Path]:
-    """``train.xyz`` and ``val.xyz`` in ``out``: MACE's ``random_train_valid_split`` (valid fraction 0.05)
-    for ``seed``, so the same 50 validation frames as ``peer_mace_rmd17.py``'s run with that seed."""
-    frames = _frames(data / "train.xyz")
-    indices = list(range(len(frames)))
-    np.random.default_rng(seed).shuffle(indices)
-    n_train = min(len(frames) - int(0.05 * len(frames)), len(frames) - 1)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"valid_indices_{seed}.txt").write_text("".join(f"{i}\n" for i in indices[n_train:]))
-    paths = out / "train.xyz", out / "val.xyz"
-    for path, part in zip(paths, (sorted(indices[:n_train]), indices[n_train:])):
-        path.write_text("".join(line for i in part for line in frames[i]))
-    return paths
-
-
-def nequip_config(args, data: Path, train: Path, val: Path, out: Path) -> dict:
+def nequip_config(args, data: PeerData, out: Path) -> dict:
     """The ``nequip-train`` config of the recipe (module docstring)."""
     from ase.io import read
 
     from eqgeo.datasets import read_isolated_atoms
 
-    species = sorted({int(z) for z in read(train, 0).numbers})  # H, C, O: type order as nequip_worker.py
+    # ethanol H, C, O (type order as nequip_worker.py), 3BPA H, C, N, O
+    species = sorted({int(z) for atoms in read(data.train, ":") for z in atoms.numbers})
     names = [SYMBOLS[z] for z in species]
-    e0 = read_isolated_atoms(data / "isolated_atoms.xyz", "eV")
+    e0 = read_isolated_atoms(data.isolated_atoms, "eV")
     loader = {"_target_": "torch.utils.data.DataLoader", "batch_size": 5, "num_workers": 0, "shuffle": True}
     eval_loader = {"_target_": "torch.utils.data.DataLoader", "batch_size": 10, "num_workers": 0}
     metrics = {"_target_": "nequip.train.EnergyForceMetrics", "coeffs": {"total_energy_mae": 1.0, "forces_mae": 1.0}}
@@ -102,9 +79,9 @@ def nequip_config(args, data: Path, train: Path, val: Path, out: Path) -> dict:
         "data": {
             "_target_": "nequip.data.datamodule.ASEDataModule",
             "seed": args.seed,
-            "train_file_path": str(train),
-            "val_file_path": str(val),
-            "test_file_path": str(data / "test_MD.xyz"),
+            "train_file_path": str(data.train),
+            "val_file_path": str(data.val),
+            "test_file_path": str(data.test),
             "transforms": [
                 {"_target_": "nequip.data.transforms.ChemicalSpeciesToAtomTypeMapper", "model_type_names": names,
                  "chemical_species_to_atom_type_map": {n: n for n in names}},
@@ -204,10 +181,6 @@ def main(argv=None) -> int:
     args.out = args.out.resolve()  # nequip-train runs inside it
     if not (NEQUIP_BIN / "nequip-train").exists():
         parser.error(f"{NEQUIP_BIN / 'nequip-train'} is missing: run experiments/peers/setup.sh nequip")
-    data = _data_dir()
-    for name in ("train.xyz", "test_MD.xyz", "isolated_atoms.xyz"):
-        if not (data / name).is_file():
-            parser.error(f"{data / name} is missing: set EQGEO_SHARED_DATA to the shared data folder")
     args.out.mkdir(parents=True, exist_ok=True)
     if (args.out / "metrics.json").exists():
         parser.error(f"{args.out} already holds a run (metrics.json)")
@@ -221,8 +194,11 @@ def main(argv=None) -> int:
         def ignore_aliases(self, data):
             return True
 
-    train, val = split(data, args.out / "data", args.seed)
-    config = nequip_config(args, data, train, val, args.out)
+    try:
+        data = peer_data(args.dataset, args.out / "data", args.seed)
+    except FileNotFoundError as err:
+        parser.error(f"{err.filename} is missing: set EQGEO_SHARED_DATA to the shared data folder")
+    config = nequip_config(args, data, args.out)
     (args.out / "config.yaml").write_text(yaml.dump(config, Dumper=Dumper, sort_keys=False, allow_unicode=True))
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     start = time.time()
@@ -236,14 +212,13 @@ def main(argv=None) -> int:
     info = json.loads(count.stdout.strip().splitlines()[-1])
     metrics = {
         "task": "NequIP (nequip-train)",
-        "data": {"train": 950, "val": 50, "test": 1000, "dataset": "rMD17 ethanol", "source": "BOTNet split",
-                 "origin": "botnet_ethanol/train.xyz"},
+        "data": data.record,
         "model": {"class": f"NequIP {info['version']}, {args.channels} features, l_max 1, both parities, 3 layers",
                   "parameters": int(info["parameters"])},
         "epochs": args.epochs,
         "wall_time_s": round(wall, 1),
         "threads": args.threads,
-        "test": _errors(args.out / "test_dataset0.xyz", data / "test_MD.xyz"),
+        "test": _errors(args.out / "test_dataset0.xyz", data.test),
     }
     if info["epochs"] + 1 != args.epochs:  # Lightning's epoch counter in the last checkpoint is 0-based
         print(f"warning: last.ckpt is from epoch {info['epochs'] + 1}, not {args.epochs}", file=sys.stderr)
