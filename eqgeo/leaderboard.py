@@ -24,6 +24,7 @@ import csv
 import io
 import json
 import math
+import platform
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ from typing import Optional
 from .inference.names import is_mean_predictor
 
 
-__all__ = ["Anchor", "ANCHORS", "LeaderboardError", "PublishedDataError", "leaderboard", "load_published", "main"]
+__all__ = ["Anchor", "ANCHORS", "LeaderboardError", "PublishedDataError", "cpu_model", "leaderboard", "load_published", "main"]
 
 
 class LeaderboardError(ValueError):
@@ -93,6 +94,17 @@ class Anchor:
     @property
     def is_checked(self) -> bool:
         return self.checked == "checked"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; else what :mod:`platform` knows), for the machine line of results."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def _published_path() -> Path:

@@ -38,7 +38,6 @@ import argparse
 import cProfile
 import io
 import os
-import platform
 import pstats
 import statistics
 import subprocess
@@ -64,6 +63,7 @@ from eqgeo.data.poses import move_pose, symmetric_rmsd  # noqa: E402
 from eqgeo.datasets.docking import load_docking_complexes  # noqa: E402
 from eqgeo.models import DockingModel  # noqa: E402
 from eqgeo.models.docking import FixedPocketForward  # noqa: E402
+from eqgeo.leaderboard import cpu_model  # noqa: E402
 from eqgeo.inference.docking import (  # noqa: E402
     SUCCESS_RMSD,
     TRACK_A,
@@ -160,15 +160,7 @@ def loadavg() -> str:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} CPUs visible; torch {torch.__version__}"
+    return f"{cpu_model()}, {os.cpu_count()} CPUs visible; torch {torch.__version__}"
 
 
 def checkout() -> str:

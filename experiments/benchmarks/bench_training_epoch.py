@@ -72,6 +72,7 @@ import numpy as np
 
 from _worker_protocol import energy_force_loss, epoch_batches, read_extxyz, serve
 
+from eqgeo.leaderboard import cpu_model
 from bench_training_step import eqgeo_state
 
 HERE = Path(__file__).resolve().parent
@@ -250,16 +251,6 @@ def loadavg() -> str:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
     except OSError:
         return "?"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 def busy_process() -> subprocess.Popen:

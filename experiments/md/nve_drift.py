@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import sys
 import time
@@ -40,6 +39,7 @@ from ase.io import read
 from ase.md.velocitydistribution import Stationary, ZeroRotation
 from ase.md.verlet import VelocityVerlet
 
+from eqgeo.leaderboard import cpu_model
 from eqgeo.calculators import CHECKPOINT_WEIGHTS, EqgeoCalculator
 
 try:  # ASE >= 3.29
@@ -150,12 +150,7 @@ def _run_metrics(checkpoint: Path) -> dict:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
+    cpu = cpu_model()
     gpu = f"CUDA: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no GPU"
     return f"{os.cpu_count()} CPU cores ({cpu}), {gpu}; torch {torch.__version__}, {torch.get_num_threads()} threads"
 
