@@ -95,17 +95,18 @@ def _read_copies(path: Path) -> list[Chem.Mol]:
     return mols
 
 
-POCKET_SHAPES = ("ligand", "sphere")
+POCKET_SHAPES = ("ligand", "sphere", "ball")
 
 
 def _crop(protein, crystal: Tensor, radius: float, shape: str):
     """Protein atoms within ``radius`` of any crystal ligand atom (``"ligand"``: the crop follows the
-    ligand's shape), or within ``radius`` plus the ligand's radius of its centroid (``"sphere"``: only
-    the site's centre and size are used, as a docking box)."""
+    ligand's shape), within ``radius`` plus the ligand's radius of its centroid (``"sphere"``: only
+    the site's centre and the ligand's size are used), or within ``radius`` of the centroid (``"ball"``:
+    only the site's centre, as a fixed docking box)."""
     if shape == "ligand":
         return select_pocket(protein, crystal, radius)
     centre = crystal.mean(0, keepdim=True)
-    extent = float((crystal - centre).norm(dim=1).max())
+    extent = float((crystal - centre).norm(dim=1).max()) if shape == "sphere" else 0.0
     return select_pocket(protein, centre, radius + extent)
 
 
@@ -162,9 +163,10 @@ def load_docking_complexes(
             test set; they are named in the returned report, never dropped silently.
         pocket_radius: protein heavy atoms within this distance (Å) of the crystal ligand.
         pocket_shape: ``"ligand"`` (within ``pocket_radius`` of any crystal ligand atom: the crop
-            follows the ligand's shape, as PDBbind pockets do) or ``"sphere"`` (within
-            ``pocket_radius`` plus the ligand's radius of its centroid: the site's centre and size
-            only, as a docking box).
+            follows the ligand's shape, as PDBbind pockets do), ``"sphere"`` (within
+            ``pocket_radius`` plus the ligand's radius of its centroid: the site's centre and the
+            ligand's size only) or ``"ball"`` (within ``pocket_radius`` of the centroid: the site's
+            centre only, as a fixed docking box).
         skip_invalid: skip complexes whose files are invalid (listed in the report) instead
             of raising.
         cache_dir: default ``<eqgeo cache>/docking``.

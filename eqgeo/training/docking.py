@@ -117,11 +117,14 @@ class DockingDataModule(L.LightningDataModule):
         root: folder of complex folders (default config: the Astex Diverse Set).
         extra_roots: more complex folders used for training only.
         exclude: PDB ids never taken from ``extra_roots`` (default the four
-            ``complexes/posebusters`` entries that duplicate Astex complexes); extra complexes
-            whose PDB id is a validation or test complex are left out too. Both are listed in
-            :attr:`report`.
+            ``complexes/posebusters`` entries that duplicate Astex complexes), nor from ``root`` when
+            ``test_root`` is given; extra complexes whose PDB id is a validation or test complex are
+            left out too. Both are listed in :attr:`report`.
         num_val, num_test: complexes held out (seeded split); the rest of ``root`` trains.
-        pocket_radius, pocket_shape: pocket crop (Å; ``"ligand"`` or ``"sphere"``, see
+        test_root: a folder whose complexes are all the test split (e.g. train and validate on the
+            PoseBusters set, test on Astex); ``num_test`` must then be 0, and complexes of ``root`` or
+            ``extra_roots`` with the PDB id of a test complex never train or validate.
+        pocket_radius, pocket_shape: pocket crop (Å; ``"ligand"``, ``"sphere"`` or ``"ball"``, see
             :func:`eqgeo.datasets.load_docking_complexes`).
         poses_per_complex: training poses per complex per epoch; val_poses: fixed poses per
             validation complex.
@@ -141,6 +144,7 @@ class DockingDataModule(L.LightningDataModule):
         exclude: Sequence[str] = ASTEX_DUPLICATES,
         num_val: int = 8,
         num_test: int = 12,
+        test_root: Optional[str] = None,
         pocket_radius: float = 10.0,
         pocket_shape: str = "ligand",
         poses_per_complex: int = 4,
@@ -160,6 +164,10 @@ class DockingDataModule(L.LightningDataModule):
         self.dataset = dataset or self.origin
         self.root, self.extra_roots, self.exclude = root, list(extra_roots), [e.lower() for e in exclude]
         self.num_val, self.num_test, self.num_complexes = int(num_val), int(num_test), num_complexes
+        self.test_root = test_root
+        if test_root is not None and self.num_test:
+            raise ValueError(f"data.test_root={test_root} is the whole test split: set data.num_test=0 "
+                             f"(got {self.num_test})")
         self.pocket_radius, self.poses_per_complex, self.val_poses = pocket_radius, poses_per_complex, val_poses
         self.pocket_shape = pocket_shape
         self.max_translation = float(max_translation)
@@ -181,27 +189,36 @@ class DockingDataModule(L.LightningDataModule):
         self.report.extend(report)
         return complexes
 
+    def _kept(self, root: str, complexes: list[DockingComplex], held_out: list[DockingComplex]) -> list[DockingComplex]:
+        """``complexes`` without those of the PDB entry of a ``held_out`` complex (each named in the report)."""
+        entries = {pdb_id(c.name) for c in held_out}
+        for c in complexes:
+            if pdb_id(c.name) in entries:
+                self.report.add(InvalidInputError(f"{root}/{c.name}", "excluded: same PDB entry as a held-out complex"))
+        return [c for c in complexes if pdb_id(c.name) not in entries]
+
     def setup(self, stage: Optional[str] = None) -> None:
         if self.complexes:
             return
         self.report = SkipReport()
-        main = self._load(self.root, (), self.num_complexes)  # `exclude` is for the extra training folders
+        test = []
+        if self.test_root is not None:
+            test = self._load(self.test_root, ())
+            if not test:
+                raise ValueError(f"no complex under data.test_root={self.test_root} could be read:\n{self.report}")
+        # without a test folder `exclude` is for the extra training folders only (root holds the test complexes)
+        main = self._kept(self.root, self._load(self.root, self.exclude if test else (), self.num_complexes), test)
         if not main:
             raise ValueError(f"no complex under {self.root} could be read:\n{self.report}")
         if self.num_val + self.num_test >= len(main):
             raise ValueError(f"data.num_val + data.num_test = {self.num_val + self.num_test} leaves no training complex "
                              f"of the {len(main)} under {self.root}")
         perm = torch.randperm(len(main), generator=torch.Generator().manual_seed(self.seed)).tolist()
-        test = [main[i] for i in sorted(perm[: self.num_test])]
+        test = test or [main[i] for i in sorted(perm[: self.num_test])]
         val = [main[i] for i in sorted(perm[self.num_test : self.num_test + self.num_val])]
         train = [main[i] for i in sorted(perm[self.num_test + self.num_val :])]
-        held_out = {pdb_id(c.name) for c in val + test}
         for root in self.extra_roots:
-            for c in self._load(root, self.exclude):
-                if pdb_id(c.name) in held_out:
-                    self.report.add(InvalidInputError(f"{root}/{c.name}", "excluded: same PDB entry as a held-out complex"))
-                else:
-                    train.append(c)
+            train += self._kept(root, self._load(root, self.exclude), val + test)
         self.complexes = {"train": train, "val": val, "test": test}
         self.starts = benchmark_starts(test, self.track_a, self.track_b, self.seed)
         self.statistics = self._statistics(train)

@@ -85,3 +85,18 @@ def test_sphere_pocket_uses_only_the_site_centre_and_size(astex, tmp_path):
     assert sphere.pocket_z.numel() > shaped.pocket_z.numel()
     with pytest.raises(ValueError, match="pocket_shape"):
         load_docking_complexes(astex, ids=IDS[:1], pocket_shape="cube", cache_dir=tmp_path)
+
+
+def test_ball_pocket_uses_only_the_site_centre(astex, tmp_path):
+    """``ball``: every protein atom within the radius of the site centre and no other, whatever the ligand's size
+    (the ``sphere`` of the same radius, which adds the ligand's radius, is larger: the control)."""
+    from eqgeo.data.complex import remove_ligand_copies
+    from eqgeo.data.protein import read_pdb
+
+    (ball,), _ = load_docking_complexes(astex, ids=IDS[:1], pocket_radius=8.0, pocket_shape="ball", cache_dir=tmp_path)
+    (sphere,), _ = load_docking_complexes(astex, ids=IDS[:1], pocket_radius=8.0, pocket_shape="sphere", cache_dir=tmp_path)
+    protein, _ = remove_ligand_copies(read_pdb(astex / IDS[0] / f"{IDS[0]}_protein.pdb", dtype=torch.float64), ball.crystal)
+    inside = (protein.pos.double() - ball.pocket_centre).norm(dim=1) < 8.0
+    assert ball.pocket_z.numel() == int(inside.sum()) > 0
+    assert torch.allclose(ball.pocket_pos.sort(0).values, protein.pos[inside].double().sort(0).values)
+    assert sphere.pocket_z.numel() > ball.pocket_z.numel()

@@ -111,6 +111,33 @@ def test_extra_copies_of_held_out_complexes_never_train(tmp_path, shared_data):
     assert any(held_out in e.source and "held-out" in e.reason for e in dm.report.errors)
 
 
+def test_test_root_is_the_whole_test_split_and_its_entries_never_train(tmp_path, shared_data):
+    """data.test_root: every complex there is a test complex; a root complex of the same PDB entry is left out
+    and reported (negative control: without test_root it trains); num_test must then be 0."""
+    import shutil
+
+    astex = shared_data / "complexes" / "posebusters_paper_data" / "astex_diverse_set"
+    names = sorted(p.name for p in astex.iterdir() if p.is_dir())[:6]
+    root, test_root = tmp_path / "train", tmp_path / "test"
+    for name in names[:5]:
+        shutil.copytree(astex / name, root / name)
+    for name in (names[4], names[5]):  # names[4] is in both folders
+        shutil.copytree(astex / name, test_root / name)
+    kwargs = dict(root=str(root), num_val=1, cache_dir=str(tmp_path / "cache"), poses_per_complex=1)
+    dm = DockingDataModule(**kwargs, num_test=0, test_root=str(test_root))
+    dm.setup("fit")
+    assert [c.name for c in dm.complexes["test"]] == [names[4], names[5]]
+    trained = [c.name for split in ("train", "val") for c in dm.complexes[split]]
+    assert sorted(trained) == names[:4]
+    assert any(names[4] in e.source and "held-out" in e.reason for e in dm.report.errors)
+    assert len(dm.starts["b"]) == 2
+    control = DockingDataModule(**kwargs, num_test=1)
+    control.setup("fit")
+    assert sorted(c.name for split in control.complexes.values() for c in split) == names[:5]
+    with pytest.raises(ValueError, match="num_test=0"):
+        DockingDataModule(**kwargs, num_test=2, test_root=str(test_root))
+
+
 @pytest.mark.slow
 def test_docking_run_lists_skipped_inputs(tmp_path, shared_data, monkeypatch):
     """An unreadable complex is left out of the run and named in metrics.json."""
