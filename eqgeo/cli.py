@@ -100,6 +100,14 @@ def export(argv: Optional[list[str]] = None) -> int:
     return 0
 
 
+def dock(argv: Optional[list[str]] = None) -> int:
+    """``eqgeo-dock CHECKPOINT PROTEIN LIGAND --centre X Y Z`` (see :mod:`eqgeo.inference.dock`)."""
+    configure_process()
+    from .inference.dock import main
+
+    return main(argv)
+
+
 def leaderboard(argv: Optional[list[str]] = None) -> int:
     """``eqgeo-leaderboard RUNS_DIR`` (see :mod:`eqgeo.leaderboard`)."""
     from .leaderboard import main

@@ -29,7 +29,7 @@ def _probe(env_extra: dict) -> dict:
 
 def test_every_console_script_is_in_eqgeo_cli():
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    assert set(scripts) == {"eqgeo-train", "eqgeo-evaluate", "eqgeo-export", "eqgeo-leaderboard", "eqgeo-demo"}
+    assert set(scripts) == {"eqgeo-train", "eqgeo-evaluate", "eqgeo-export", "eqgeo-dock", "eqgeo-leaderboard", "eqgeo-demo"}
     for target in scripts.values():
         module, func = target.split(":")
         assert module == "eqgeo.cli", target

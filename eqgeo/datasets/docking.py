@@ -211,3 +211,79 @@ def load_docking_complexes(
     tmp.replace(path)
     report.extend(skipped)
     return complexes, report
+
+
+def complex_from_inputs(
+    protein: str | Path,
+    ligand: str | Path,
+    centre: Sequence[float],
+    *,
+    pocket_radius: float = 10.0,
+    pocket_shape: str = "ball",
+    seed: int = 0,
+) -> tuple[DockingComplex, Chem.Mol]:
+    """A user's protein and ligand as a :class:`DockingComplex` for docking about ``centre`` (Å), and the
+    ligand's heavy-atom molecule in the complex's atom order (to write poses with).
+
+    Args:
+        protein: a PDB file.
+        ligand: an SDF/MOL file (its first record; its 3D coordinates are the conformer, a 2D or
+            coordinate-free record gets one from RDKit's ETKDG with ``seed``) or a SMILES string
+            (ETKDG conformer with ``seed``).
+        centre: the site's centre, as a docking box is centred.
+        pocket_radius, pocket_shape: ``"ball"`` (protein atoms within ``pocket_radius`` of ``centre``)
+            or ``"sphere"`` (within ``pocket_radius`` plus the conformer's radius); ``"ligand"`` needs
+            a known pose and is refused.
+
+    Nothing is known of a bound pose: ``crystal``, ``matched`` and ``references`` hold the conformer
+    (RMSDs against them are to the input conformer), ``matched_rmsd`` is 0.
+    """
+    if pocket_shape not in ("ball", "sphere"):
+        raise ValueError(f"docking a new ligand needs pocket_shape ball or sphere (a ligand-shaped pocket needs "
+                         f"the bound pose), got {pocket_shape!r}")
+    centre_t = torch.as_tensor(centre, dtype=torch.float64).reshape(-1)
+    if centre_t.numel() != 3 or not bool(torch.isfinite(centre_t).all()):
+        raise ValueError(f"the site centre must be 3 finite numbers (Å), got {list(centre)}")
+    mol, source = _user_ligand(ligand, seed)
+    heavy = remove_hydrogens(mol)
+    start = torch.tensor(heavy.GetConformer().GetPositions(), dtype=torch.float64)
+    bonds, moving = rotatable_bonds(heavy)
+    extent = float((start - start.mean(0)).norm(dim=1).max()) if pocket_shape == "sphere" else 0.0
+    pocket = select_pocket(read_pdb(protein, dtype=torch.float64), centre_t[None], pocket_radius + extent)
+    if pocket.num_nodes == 0:
+        raise InvalidInputError(protein, f"no protein heavy atom within {pocket_radius + extent:g} Å of the centre "
+                                         f"{[round(float(x), 3) for x in centre_t]}")
+    z = torch.tensor([a.GetAtomicNum() for a in heavy.GetAtoms()], dtype=torch.long)
+    c = DockingComplex(
+        name=source, ligand_z=z, crystal=start.clone(), start=start, matched=start.clone(), matched_rmsd=0.0,
+        bonds=bonds, moving=moving, references=start[None].clone(), pocket_z=pocket[K.ATOMIC_NUMBER],
+        pocket_pos=pocket[K.POSITION].to(torch.float64), pocket_centre=centre_t, has_start_conf=True,
+    )
+    return c, heavy
+
+
+def _user_ligand(ligand: str | Path, seed: int) -> tuple[Chem.Mol, str]:
+    """The ligand with hydrogens and one 3D conformer, and a name for it (file stem or the SMILES)."""
+    from rdkit.Chem import AllChem
+
+    path = Path(ligand)
+    if path.suffix.lower() in (".sdf", ".mol") or path.is_file():
+        if not path.is_file():
+            raise FileNotFoundError(f"ligand file {path} does not exist")
+        mol = _read_mol(path, remove_hs=False)
+        name = path.stem
+        conf = mol.GetConformer() if mol.GetNumConformers() else None
+        if conf is not None and conf.Is3D():
+            return Chem.AddHs(mol, addCoords=True), name
+    else:
+        with BlockLogs():
+            mol = Chem.MolFromSmiles(str(ligand))
+        if mol is None:
+            raise ValueError(f"the ligand {str(ligand)!r} is neither a file nor a SMILES string RDKit can parse")
+        name = str(ligand)
+    mol = Chem.AddHs(mol)
+    params = AllChem.ETKDGv3()
+    params.randomSeed = int(seed)
+    if AllChem.EmbedMolecule(mol, params) != 0:
+        raise ValueError(f"RDKit could not embed a 3D conformer of the ligand {name}")
+    return mol, name

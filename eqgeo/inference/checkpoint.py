@@ -300,15 +300,34 @@ def load_model(path: Union[str, Path], weights: str = "ema", device: Union[str, 
 
 
 def export_checkpoint(source: Union[str, Path], target: Union[str, Path], weights: str = "ema",
-                      dtype: Optional[torch.dtype] = None) -> Path:
+                      dtype: Optional[torch.dtype] = None, *, model: Optional[torch.nn.Module] = None,
+                      note: Optional[dict] = None) -> Path:
     """Writes the inference part of the checkpoint ``source`` to ``target``: the model's chosen weight set
     (:data:`WEIGHTS`) with its buffers, the hyperparameters and the record, without the optimiser, loop
     and callback states (a third of an 80,000-weight potential's checkpoint or less). The result loads
     everywhere a checkpoint does (:func:`load_model`, ``EqgeoCalculator.from_checkpoint``,
     ``eqgeo-evaluate``) but cannot be resumed; ``dtype`` converts its floating-point weights (the float64
-    statistics buffers stay float64)."""
+    statistics buffers stay float64).
+
+    The run's data settings (the ``data`` part of ``<run>/config.yaml``, when it is there) travel with it,
+    so that ``eqgeo-evaluate`` crops pockets and draws docking starts as the run did wherever the file is.
+    ``model``: the weights to write instead of the checkpoint's own ``weights`` (e.g. after refitting a
+    head; it must be the model the record describes); ``note``: what was done to them, kept in the file."""
     checkpoint = read_checkpoint(source)
-    model = checkpoint.build_model(weights, dtype=dtype)  # checks that the weights fit the record's model
+    built = checkpoint.build_model(weights, dtype=dtype)  # checks that the weights fit the record's model
+    if model is not None:
+        mismatch = {k for k, v in built.state_dict().items()} ^ set(model.state_dict())
+        if type(model) is not type(built) or mismatch:
+            raise CheckpointError(f"the model given to export is not the {checkpoint.model['_target_']} of {source}: "
+                                  f"{sorted(mismatch)[:5] or type(model).__name__}")
+        built = model.to(dtype) if dtype is not None else model
+    model = built
+    config = Path(source).expanduser().parent.parent / "config.yaml"
+    run_data = None
+    if config.is_file():
+        import yaml
+
+        run_data = (yaml.safe_load(config.read_text()) or {}).get("data")
     target = Path(target).expanduser()
     target.parent.mkdir(parents=True, exist_ok=True)
     record = {"format": checkpoint.format if checkpoint.format else FORMAT, "kind": checkpoint.kind,
@@ -317,7 +336,8 @@ def export_checkpoint(source: Union[str, Path], target: Union[str, Path], weight
         "state_dict": {f"model.{name}": value.detach().clone() for name, value in model.state_dict().items()},
         "hyper_parameters": checkpoint.contents["hyper_parameters"],
         RECORD_KEY: record,
-        EXPORT_KEY: {"weights": weights, "source": Path(source).name},
+        EXPORT_KEY: {"weights": weights, "source": Path(source).name,
+                     **({"data": run_data} if run_data is not None else {}), **({"note": note} if note else {})},
         **{key: checkpoint.contents[key] for key in ("epoch", "global_step") if key in checkpoint.contents},
     }
     torch.save(contents, target)

@@ -47,6 +47,7 @@ __all__ = [
     "pose_graph",
     "pose_forward",
     "refine",
+    "dock",
     "track_a_starts",
     "track_b_starts",
     "benchmark_starts",
@@ -180,6 +181,20 @@ def refine(
         tor = out["torsion"].double().cpu().reshape(len(poses), T)
         poses = move_pose(poses, c.bonds, c.moving, alpha * tr, alpha * rot, alpha * tor)
     raise AssertionError("unreachable")
+
+
+def dock(
+    model: DockingModel, c: DockingComplex, *, starts: int = 32, steps: int = 6, step_size: float = 0.5,
+    offset: float = 2.0, seed: int = 0,
+) -> tuple[Tensor, Tensor]:
+    """Docks ``c``'s start conformer into its pocket as track (b) does: ``starts`` random orientations with the
+    centroid within ``offset`` Å of the pocket centre (:func:`track_b_starts`), each refined
+    (:func:`refine`); returns the poses ``(S, L, 3)`` and confidence logits ``(S,)``, most confident first."""
+    if starts < 1:
+        raise ValueError(f"starts must be >= 1, got {starts}")
+    poses, confidence = refine(model, c, track_b_starts(c, starts, seed, offset=offset), steps, step_size)
+    order = torch.argsort(confidence, descending=True, stable=True)
+    return poses[order], confidence[order]
 
 
 # ---------------------------------------------------------------------------------- evaluation

@@ -96,10 +96,14 @@ def _known_frames(dataset, species, source: str):
 
 
 def _run_config(checkpoint: Path) -> Optional[dict]:
-    """The resolved config of the run a checkpoint belongs to (``<run>/config.yaml``), if it is there."""
+    """The resolved config of the run a checkpoint belongs to (``<run>/config.yaml``), if it is there; for an
+    exported checkpoint (``eqgeo-export``) away from its run, the data settings it carries (``{"data": ...}``)."""
     path = checkpoint.parent.parent / "config.yaml"
     if not path.is_file():
-        return None
+        from .checkpoint import EXPORT_KEY
+
+        exported = torch.load(checkpoint, map_location="cpu", weights_only=True).get(EXPORT_KEY, {})
+        return {"data": exported["data"]} if "data" in exported else None
     import yaml
 
     return yaml.safe_load(path.read_text())

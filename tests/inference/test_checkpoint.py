@@ -187,6 +187,37 @@ def test_evaluating_on_data_imports_nothing_from_training(old_runs, tmp_path, na
         assert line.startswith("LOADED [] "), line
 
 
+def test_exported_docking_checkpoint_carries_its_run_data_settings_and_given_weights(tmp_path):
+    """Away from its run folder, an exported checkpoint still gives eqgeo-evaluate the run's pocket and starts
+    (negative control: the run's checkpoint copied alone has none); ``model=`` writes refitted weights, and a
+    model of another kind is refused by name."""
+    from eqgeo.inference.checkpoint import export_checkpoint
+    from eqgeo.inference.evaluate import _docking_settings
+
+    source = _old("docking")
+    run_data = __import__("yaml").safe_load((OLD / "docking" / "config.yaml").read_text())["data"]
+    alone = tmp_path / "alone" / "best.ckpt"
+    alone.parent.mkdir()
+    shutil.copy(source, alone)
+    assert _docking_settings(alone, None)["from_run_config"] is False
+    model = load_model(source)
+    with torch.no_grad():
+        for p in model.confidence_head.parameters():
+            p.add_(1.0)
+    exported = export_checkpoint(source, tmp_path / "away" / "docking.ckpt", model=model, note={"refit": "confidence_head"})
+    settings = _docking_settings(exported, None)
+    assert settings["from_run_config"] is True
+    assert (settings["pocket_radius"], settings["pocket_shape"], settings["seed"]) == (
+        float(run_data["pocket_radius"]), run_data.get("pocket_shape", "ligand"), int(run_data["seed"]))
+    reloaded = load_model(exported)
+    for name, value in model.state_dict().items():
+        assert torch.equal(reloaded.state_dict()[name], value), name
+    # negative control: the refitted head is not the run's own
+    assert not torch.equal(next(reloaded.confidence_head.parameters()), next(load_model(source).confidence_head.parameters()))
+    with pytest.raises(CheckpointError, match="not the eqgeo.models.DockingModel"):
+        export_checkpoint(source, tmp_path / "bad.ckpt", model=load_model(_old("energy")))
+
+
 def test_exported_checkpoints_hold_the_chosen_weights_and_load_everywhere(tmp_path, capsys):
     """eqgeo-export keeps one weight set, the hyperparameters and the record: the same model and energies as the
     run's checkpoint, a third of its size; the other weight set and resuming are refused by name."""

@@ -13,7 +13,7 @@ from eqgeo.data import keys as K
 from eqgeo.data.poses import move_pose, symmetric_rmsd
 from eqgeo.inference.docking import SUCCESS_RMSD, evaluate_docking
 from eqgeo.training import train
-from eqgeo.training.docking import DockingDataModule, sample_training_pose
+from eqgeo.training.docking import DockingDataModule, fit_confidence, refined_examples, sample_training_pose
 
 from ..helpers import toy_docking_complex
 from ._helpers import DDP, TINY, TINY_DOCKING, cfg as _cfg, run_cli
@@ -154,3 +154,61 @@ def test_docking_run_lists_skipped_inputs(tmp_path, shared_data, monkeypatch):
     metrics = train(cfg)
     assert metrics["data"]["train"] + metrics["data"]["val"] + metrics["data"]["test"] == 6
     assert [e["source"] for e in metrics["skipped"] if broken.name in e["source"]]
+
+
+def test_refined_examples_are_the_head_inputs_at_the_refined_poses():
+    """Per complex: the confidence head's inputs at the ligand atoms of each refined pose (the head applied to
+    them gives refine's confidence) and the RMSDs of the poses refine returns."""
+    from eqgeo.inference.docking import refine, track_a_starts, track_b_starts
+    from eqgeo.models import DockingModel
+
+    torch.manual_seed(0)
+    model = DockingModel(channels=4, lmax=1, num_layers=2, parity="full").eval()
+    c = toy_docking_complex()
+    starts = {"a": [track_a_starts(c, 3, 1, translation=2.0, rotation=1.0, torsion=3.0)],
+              "b": [track_b_starts(c, 2, 2, offset=2.0)]}
+    ((features, rmsd),) = refined_examples(model, [c], starts, steps=3)
+    final, confidence = refine(model, c, torch.cat([starts["a"][0], starts["b"][0]]), 3)
+    assert features.shape[:2] == (5, c.ligand_z.numel())
+    assert torch.allclose(rmsd, symmetric_rmsd(final, c.references))
+    with torch.no_grad():
+        head = model.confidence_head(features).mean(1).squeeze(-1).double()
+    assert torch.allclose(head, confidence, atol=1e-4)
+    assert not torch.allclose(head, confidence.flip(0), atol=1e-4)  # the poses are told apart, in order
+
+
+def test_fit_confidence_learns_to_rank_from_the_head_inputs_and_leaves_the_rest():
+    """Refined poses whose success shows in one scalar channel: the refitted head ranks the success first on
+    validation complexes where the untrained head ranks at chance; no other weight moves."""
+    from eqgeo.models import DockingModel
+
+    torch.manual_seed(0)
+    model = DockingModel(channels=4, lmax=1, num_layers=1, parity="full").eval()
+    width = model.interactions.irreps_out.dim
+    g = torch.Generator().manual_seed(1)
+    # channel 0 is a 0e scalar (the hidden irreps start with 0e); the success is marked along it in the
+    # direction the untrained head scores lower, so that it ranks the success last before the fit
+    with torch.no_grad():
+        probe = torch.zeros(2, width)
+        probe[1, 0] = 1.0
+        against = -float(torch.sign(torch.diff(model.confidence_head(probe).squeeze(-1))))
+
+    def examples(n):
+        out = []
+        for _ in range(n):
+            features = torch.randn(6, 5, width, generator=g) * 0.3
+            good = int(torch.randint(0, 6, (), generator=g))
+            features[good, :, 0] += 2.0 * against
+            rmsd = torch.full((6,), 5.0, dtype=torch.float64)
+            rmsd[good] = 1.0
+            out.append((features, rmsd))
+        return out
+
+    train, val = examples(40), examples(30)
+    trunk = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("confidence_head")}
+    report = fit_confidence(model, train, val, epochs=200, lr=1e-2)
+    assert report["before"]["top1_success"] < 20.0  # chance is 1 in 6
+    assert report["after"]["top1_success"] >= 90.0 and report["after"]["bce"] < report["before"]["bce"]
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in trunk.items())
+    with pytest.raises(ValueError, match="validation"):
+        fit_confidence(model, train, [])
