@@ -1,6 +1,7 @@
 """``eqgeo-evaluate``: judge a trained checkpoint on data it never saw; writes ``metrics.json``.
 
     eqgeo-evaluate runs/.../checkpoints/best.ckpt ../shared/data/md17/botnet_ethanol/test_MD.xyz --energy-unit eV
+    eqgeo-evaluate runs/.../checkpoints/best.ckpt md17:test             # the run's own energy/forces test split
     eqgeo-evaluate runs/.../checkpoints/best.ckpt qm9 --limit 5000      # wheel molecules the run never saw
     eqgeo-evaluate runs/.../checkpoints/best.ckpt qm9:test              # the run's own QM9 test split
     eqgeo-evaluate runs/.../checkpoints/best.ckpt path/to/complexes/    # docking, both tracks
@@ -8,13 +9,14 @@
 
 What the checkpoint's model predicts is read from its record (:mod:`eqgeo.inference.checkpoint`,
 loaded with ``weights_only=True``): a property model takes QM9 (``qm9``, ``qm9:test`` or a folder
-of QM9 files), a potential takes an extended-XYZ or ``.npz`` file of energies and forces, a docking
+of QM9 files), a potential takes an extended-XYZ or ``.npz`` file of energies and forces (or ``md17:test``), a docking
 model takes a folder of complex folders. Metrics are those of ``eqgeo-train``'s test stage, in the
 same units (:mod:`eqgeo.inference.metrics`). Molecules or frames with an element the model was not
 trained on are left out and listed under ``skipped`` (an error if that leaves nothing).
 
 Evaluating on a data file or folder imports nothing from :mod:`eqgeo.training` (nor Lightning);
-``qm9:test`` and ``docking:test`` rebuild the run's data module, which does.
+``qm9:test``, ``md17:test`` and ``docking:test`` rebuild the run's data module, which does (from the run's
+``config.yaml``, or from the data settings an exported checkpoint carries).
 """
 
 from __future__ import annotations
@@ -184,19 +186,39 @@ class _Evaluation:
     skipped: list
 
 
+def _md17_test_split(checkpoint: Path):
+    """The run's own energy-and-forces test split (``md17:test``), rebuilt by its data module from its config."""
+    from ..training.datamodules import MD17DataModule  # the run's own split: its data module rebuilds it
+
+    run_data = (_run_config(checkpoint) or {}).get("data")
+    if run_data is None:
+        raise FileNotFoundError(f"md17:test needs the run's config.yaml next to {checkpoint.parent} (or a checkpoint "
+                                "eqgeo-export wrote, which carries the run's data settings)")
+    dm = MD17DataModule(**{k: v for k, v in run_data.items() if k != "_target_"})
+    dm.setup("test")
+    return dm.splits["test"], f"the run's own test split ({dm.dataset}, {len(dm.splits['test'])} frames)"
+
+
 def _evaluate_potential(checkpoint: Checkpoint, model, data: str, options: _Options) -> _Evaluation:
-    """A potential on an extended-XYZ or ``.npz`` file of energies and forces."""
+    """A potential on an extended-XYZ or ``.npz`` file of energies and forces, or the run's own test split
+    (``md17:test``)."""
     from ..datasets import MD17
 
-    path = Path(data)
-    if not path.is_file():
-        raise FileNotFoundError(f"a potential is evaluated on an extended-XYZ or .npz file of energies and forces; {data} is not a file")
-    if options.energy_unit is None and path.suffix != ".npz":
-        raise ValueError(f"{path.name}: an XYZ file does not state its energy unit; pass --energy-unit (eV, kcal/mol, ...)")
-    dataset, skipped = _known_frames(MD17(path, energy_unit=options.energy_unit), checkpoint.model["species"], str(path))
+    if data == "md17:test":
+        dataset, described = _md17_test_split(checkpoint.path)
+    else:
+        path = Path(data)
+        if not path.is_file():
+            raise FileNotFoundError(f"a potential is evaluated on an extended-XYZ or .npz file of energies and forces, "
+                                    f"or md17:test (the run's own test split); {data} is not a file")
+        if options.energy_unit is None and path.suffix != ".npz":
+            raise ValueError(f"{path.name}: an XYZ file does not state its energy unit; pass --energy-unit (eV, kcal/mol, ...)")
+        dataset = MD17(path, energy_unit=options.energy_unit)
+        described = f"{path} (energy unit {options.energy_unit or 'kcal/mol'})"
+    dataset, skipped = _known_frames(dataset, checkpoint.model["species"], data)
     metrics = regression_metrics(lambda batch: energy_errors(model(batch), batch),
                                  DataLoader(dataset, batch_size=options.batch_size), ENERGY_UNITS, options.device)
-    return _Evaluation(metrics, f"{path} (energy unit {options.energy_unit or 'kcal/mol'})", len(dataset), skipped)
+    return _Evaluation(metrics, described, len(dataset), skipped)
 
 
 def _evaluate_property(checkpoint: Checkpoint, model, data: str, options: _Options) -> _Evaluation:

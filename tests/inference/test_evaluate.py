@@ -163,6 +163,27 @@ def test_clear_errors(qm9_run, tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_md17_test_reproduces_a_held_out_split_run_also_when_exported(tmp_path, monkeypatch):
+    """md17:test rebuilds the run's held-out test frames (3BPA-style: one file, num_test frames held out) and gives
+    the run's test metrics, from its best.ckpt and from an exported copy away from the run folder."""
+    from eqgeo.inference.checkpoint import export_checkpoint
+
+    monkeypatch.setenv("EQGEO_SHARED_DATA", str(shared_path()))
+    run = tmp_path / "run"
+    metrics = train(_cfg(TINY + ["experiment=3bpa", "data.num_train=10", "data.num_val=5", "data.num_test=6"], run))
+    exported = export_checkpoint(run / "checkpoints" / "best.ckpt", tmp_path / "shipped" / "3bpa.ckpt")
+    for checkpoint in (run / "checkpoints" / "best.ckpt", exported):
+        result = evaluate(checkpoint, "md17:test", tmp_path / "eval")
+        assert result["data"]["size"] == metrics["data"]["test"] == 6
+        for name in ("energy_mae", "forces_mae", "forces_rmse"):
+            assert result["test"][name]["value"] == pytest.approx(metrics["test"][name]["value"], rel=1e-5), name
+    alone = tmp_path / "alone.ckpt"  # negative control: the run's checkpoint away from its config
+    shutil.copy(run / "checkpoints" / "best.ckpt", alone)
+    with pytest.raises(FileNotFoundError, match="md17:test needs the run's config.yaml"):
+        evaluate(alone, "md17:test", tmp_path / "eval")
+
+
+@pytest.mark.slow
 def test_potential_on_an_xyz_file(md17_checkpoint, ethanol, tmp_path):
     with pytest.raises(ValueError, match="--energy-unit"):
         evaluate(md17_checkpoint, str(ethanol), tmp_path / "eval")
