@@ -62,10 +62,11 @@ def _centre(args, parser) -> list[float]:
     site = Path(args.site)
     if not site.is_file():
         parser.error(f"--site {site} does not exist")
-    mol = Chem.MolFromMolFile(str(site), removeHs=True, sanitize=False)
+    mol = Chem.MolFromMolFile(str(site), removeHs=False, sanitize=False)
     if mol is None or mol.GetNumConformers() == 0:
         parser.error(f"--site {site}: RDKit could not read a molecule with coordinates")
-    return mol.GetConformer().GetPositions().mean(0).tolist()
+    heavy = [a.GetIdx() for a in mol.GetAtoms() if a.GetAtomicNum() > 1]  # the centroid of the heavy atoms
+    return mol.GetConformer().GetPositions()[heavy or list(range(mol.GetNumAtoms()))].mean(0).tolist()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
