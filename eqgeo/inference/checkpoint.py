@@ -299,6 +299,16 @@ def load_model(path: Union[str, Path], weights: str = "ema", device: Union[str, 
     return read_checkpoint(path).build_model(weights, device, dtype)
 
 
+def run_config(checkpoint: Path) -> Optional[dict]:
+    """The resolved config of the run a checkpoint belongs to (``<run>/config.yaml``, two folders up), if it is there."""
+    path = checkpoint.parent.parent / "config.yaml"
+    if not path.is_file():
+        return None
+    import yaml
+
+    return yaml.safe_load(path.read_text()) or {}
+
+
 def export_checkpoint(source: Union[str, Path], target: Union[str, Path], weights: str = "ema",
                       dtype: Optional[torch.dtype] = None, *, model: Optional[torch.nn.Module] = None,
                       note: Optional[dict] = None) -> Path:
@@ -316,18 +326,13 @@ def export_checkpoint(source: Union[str, Path], target: Union[str, Path], weight
     checkpoint = read_checkpoint(source)
     built = checkpoint.build_model(weights, dtype=dtype)  # checks that the weights fit the record's model
     if model is not None:
-        mismatch = {k for k, v in built.state_dict().items()} ^ set(model.state_dict())
+        mismatch = set(built.state_dict()) ^ set(model.state_dict())
         if type(model) is not type(built) or mismatch:
             raise CheckpointError(f"the model given to export is not the {checkpoint.model['_target_']} of {source}: "
                                   f"{sorted(mismatch)[:5] or type(model).__name__}")
         built = model.to(dtype) if dtype is not None else model
     model = built
-    config = Path(source).expanduser().parent.parent / "config.yaml"
-    run_data = None
-    if config.is_file():
-        import yaml
-
-        run_data = (yaml.safe_load(config.read_text()) or {}).get("data")
+    run_data = (run_config(Path(source).expanduser()) or {}).get("data")
     target = Path(target).expanduser()
     target.parent.mkdir(parents=True, exist_ok=True)
     record = {"format": checkpoint.format if checkpoint.format else FORMAT, "kind": checkpoint.kind,

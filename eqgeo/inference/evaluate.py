@@ -100,15 +100,13 @@ def _known_frames(dataset, species, source: str):
 def _run_config(checkpoint: Path) -> Optional[dict]:
     """The resolved config of the run a checkpoint belongs to (``<run>/config.yaml``), if it is there; for an
     exported checkpoint (``eqgeo-export``) away from its run, the data settings it carries (``{"data": ...}``)."""
-    path = checkpoint.parent.parent / "config.yaml"
-    if not path.is_file():
-        from .checkpoint import EXPORT_KEY
+    from .checkpoint import EXPORT_KEY, run_config
 
+    config = run_config(checkpoint)
+    if config is None:
         exported = torch.load(checkpoint, map_location="cpu", weights_only=True).get(EXPORT_KEY, {})
         return {"data": exported["data"]} if "data" in exported else None
-    import yaml
-
-    return yaml.safe_load(path.read_text())
+    return config
 
 
 def _qm9(data: str, checkpoint: Path, limit: Optional[int], seed: int):

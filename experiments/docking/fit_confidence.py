@@ -21,10 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-import yaml
-
-from eqgeo.inference.checkpoint import export_checkpoint, read_checkpoint
+from eqgeo.inference.checkpoint import export_checkpoint, read_checkpoint, run_config
 from eqgeo.inference.docking import benchmark_starts
 from eqgeo.training.docking import DockingDataModule, fit_confidence, refined_examples
 
@@ -39,10 +36,10 @@ def main(argv=None) -> int:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=1000, help="the starts' seed (not the benchmark's)")
     args = parser.parse_args(argv)
-    config = args.checkpoint.resolve().parent.parent / "config.yaml"
-    if not config.is_file():
-        parser.error(f"{config} is missing: the run's data settings and split come from it")
-    run_data = yaml.safe_load(config.read_text())["data"]
+    config = run_config(args.checkpoint.resolve())
+    if config is None or "data" not in config:
+        parser.error(f"{args.checkpoint}: its run's config.yaml (two folders up) is missing: the data settings and split come from it")
+    run_data = config["data"]
     checkpoint = read_checkpoint(args.checkpoint)
     if checkpoint.kind != "docking":
         parser.error(f"{args.checkpoint} is a {checkpoint.kind} checkpoint, not a docking one")
