@@ -103,11 +103,12 @@ def vina_rmsds(c: DockingComplex, result: dict) -> dict[str, list[float]]:
     return {"a_vina": a.tolist(), "b_vina": [float(b[0])], "b_vina_oracle": [float(b.min())]}
 
 
-def summary(rows: list[dict[str, list[float]]], valid: dict[str, list[bool]] | None = None) -> dict[str, dict]:
+def summary(rows: list[dict[str, list[float]]], valid: dict[str, list[bool]] | None = None,
+            methods: dict[str, str] = METHODS) -> dict[str, dict]:
     """Per method: success (% < 2 Å), median RMSD (Å), count, and, for checked methods, % PB-valid and %
     valid and < 2 Å."""
     out = {}
-    for method in METHODS:
+    for method in methods:
         values = torch.tensor([v for r in rows for v in r.get(method, [])], dtype=torch.float64)
         if values.numel() == 0:
             continue
@@ -154,10 +155,10 @@ def _finite(obj):
     return None if isinstance(obj, float) and math.isinf(obj) else obj
 
 
-def table(title: str, stats: dict[str, dict]) -> list[str]:
+def table(title: str, stats: dict[str, dict], methods: dict[str, str] = METHODS) -> list[str]:
     lines = [f"**{title}**", "", "| method | poses | success (< 2 Å, %) | median RMSD (Å) | PB-valid (%) | PB-valid and < 2 Å (%) |",
              "|---|---:|---:|---:|---:|---:|"]
-    for method, label in METHODS.items():
+    for method, label in methods.items():
         s = stats.get(method)
         if s is None:
             continue

@@ -1,0 +1,169 @@
+"""eqgeo's physics docking on the Astex benchmark beside AutoDock Vina: the same complexes, starts and metric.
+
+    python experiments/docking/eqgeo_astex.py [--root ASTEX_FOLDER] [--seed 0] [--starts-b 32] [--rounds-b 10]
+        [--rounds-a 10] [--box 25] [--ids 1G9V_RQ3 ...] [--results experiments/docking/results/eqgeo_astex]
+        [--vina experiments/docking/results/vina_astex.json]
+
+The search is ``eqgeo.inference.physics.search`` on ``eqgeo.inference.physics.Scorer`` (eqgeo's own
+Vina-form score; nothing is learned), about the pocket centre (the crystal ligand's centroid: the
+centre of Vina's box and of the model's pocket) in a ``--box`` Å cube; the protein is every heavy atom
+within ``--site-radius`` Å of the centre (box half-diagonal plus the 8 Å cutoff are covered for the
+ligand atoms that matter). The starts are ``eqgeo.inference.docking.benchmark_starts`` with the seed of
+``eqgeo-evaluate`` and ``vina_astex.py`` (the first track-(b) start is Vina's start, and every track-(a)
+start is Vina's):
+
+- **track (a), refinement**: each perturbed crystal pose, and a copy of it with its centroid at the box
+  centre (the centroid baseline's move; ``--no-recentre`` leaves it out), is optimised locally, then
+  ``--rounds-a`` Monte Carlo rounds (small kicks); the lower-energy of the two is the answer, one RMSD
+  per start;
+- **track (b), docking**: ``--starts-b`` starts (the start conformer at random orientations, centroid
+  within 2 Å of the centre), each a Monte Carlo chain of ``--rounds-b`` rounds; the lowest-energy pose
+  is top-1, the best of all is an oracle (not a result).
+
+Beside them, the trivial baselines and Vina's rows from ``--vina`` (its per-complex RMSDs and PB checks on
+the same starts), and the PoseBusters ``dock`` checks of eqgeo's top-1 poses (the worker of
+``vina_astex.py``, in ``.venvs/docking``). Metrics on all complexes and on those that overlap no
+PoseBusters training complex. Writes ``<results>.json`` / ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from overlap import overlapping_astex_ids, rel  # noqa: E402
+from vina_astex import REPO, _default_root, _files, _finite, run_worker, summary, table  # noqa: E402
+
+from eqgeo.data.poses import symmetric_rmsd  # noqa: E402
+from eqgeo.datasets.docking import load_docking_complexes  # noqa: E402
+from eqgeo.inference.docking import TRACK_A, TRACK_B, benchmark_starts, complex_rmsds  # noqa: E402
+from eqgeo.inference.physics import complex_scorer, refine_search, search  # noqa: E402
+from eqgeo.leaderboard import cpu_model  # noqa: E402
+
+METHODS = {
+    "a_physics": "(a) eqgeo physics search, refinement of each start",
+    "a_vina": "(a) AutoDock Vina 1.2.7, local optimisation of each start",
+    "a_centroid": "(a) baseline: centroid to pocket centre",
+    "a_start": "(a) baseline: no change (start)",
+    "b_physics": "(b) eqgeo physics search, docking (lowest-energy pose)",
+    "b_physics_oracle": "(b) eqgeo physics search, best of its poses (oracle: not a result)",
+    "b_vina": "(b) AutoDock Vina 1.2.7, docking (top-scored pose)",
+    "b_vina_oracle": "(b) Vina, best of its poses (oracle: not a result)",
+    "b_centroid": "(b) baseline: centroid to pocket centre (first start)",
+    "b_start": "(b) baseline: no change (first start)",
+}
+
+
+def dock_complex(c, starts: dict, args, seed: int) -> tuple[dict, dict, dict]:
+    """eqgeo's RMSDs, top-1 poses and timings on one complex."""
+    scorer = complex_scorer(c, box=args.box)
+    t = time.perf_counter()
+    a_poses, _ = refine_search(scorer, starts["a"], c.bonds, c.moving, recentre=not args.no_recentre,
+                               rounds=args.rounds_a, translation=0.5, rotation=0.3, seed=seed)
+    a_s = time.perf_counter() - t
+    t = time.perf_counter()
+    b_poses, energy = search(scorer, starts["b"], c.bonds, c.moving, rounds=args.rounds_b, seed=seed + 1)
+    b_s = time.perf_counter() - t
+    a_rmsd = symmetric_rmsd(a_poses.double(), c.references)
+    b_rmsd = symmetric_rmsd(b_poses.double(), c.references)
+    top = int(energy.argmin())
+    rows = {"a_physics": a_rmsd.tolist(), "b_physics": [float(b_rmsd[top])], "b_physics_oracle": [float(b_rmsd.min())]}
+    poses = {"a_physics": a_poses.double().tolist(), "b_physics": [b_poses[top].double().tolist()]}
+    return rows, poses, {"a_s": a_s, "b_s": b_s, "b_energy": float(energy[top])}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", type=Path, default=_default_root())
+    parser.add_argument("--results", type=Path, default=REPO / "experiments" / "docking" / "results" / "eqgeo_astex")
+    parser.add_argument("--vina", type=Path, default=REPO / "experiments" / "docking" / "results" / "vina_astex.json")
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "eqgeo_astex", help="the PoseBusters worker's files")
+    parser.add_argument("--seed", type=int, default=0, help="the benchmark starts' seed (eqgeo-evaluate's, vina_astex.py's)")
+    parser.add_argument("--starts-b", type=int, default=32)
+    parser.add_argument("--rounds-b", type=int, default=10)
+    parser.add_argument("--rounds-a", type=int, default=10)
+    parser.add_argument("--no-recentre", action="store_true",
+                        help="track (a): search from each start only (default: also from it moved to the box centre)")
+    parser.add_argument("--box", type=float, default=25.0)
+    parser.add_argument("--site-radius", type=float, default=18.0)
+    parser.add_argument("--ids", nargs="+", default=None)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    complexes, report = load_docking_complexes(args.root, ids=args.ids, pocket_radius=args.site_radius, pocket_shape="ball")
+    if report.errors:
+        print(f"complexes left out (not readable):\n{report}", file=sys.stderr)
+    starts = benchmark_starts(complexes, TRACK_A, {**TRACK_B, "starts": args.starts_b}, args.seed)
+    vina = json.loads(args.vina.read_text()) if args.vina.is_file() else None
+    if vina is not None and vina["seed"] != args.seed:
+        raise SystemExit(f"{args.vina} was run with seed {vina['seed']}, not {args.seed}: its starts differ")
+    rows, poses, timing = [], {}, {}
+    for k, c in enumerate(complexes):
+        mine, poses[c.name], timing[c.name] = dock_complex(c, {"a": starts["a"][k], "b": starts["b"][k]}, args, args.seed + 7 * k)
+        row = {**complex_rmsds(None, c, {"a": starts["a"][k], "b": starts["b"][k]}), **mine}
+        if vina is not None:
+            theirs = vina["per_complex"][c.name]
+            row.update({m: [float("inf") if v is None else v for v in theirs[m]] for m in ("a_vina", "b_vina", "b_vina_oracle")})
+        rows.append(row)
+        print(f"[{k + 1}/{len(complexes)}] {c.name}: (a) {[round(v, 1) for v in mine['a_physics']]}, (b) top-1 "
+              f"{mine['b_physics'][0]:.2f} Å (best {mine['b_physics_oracle'][0]:.2f}); {timing[c.name]['b_s']:.1f} s", flush=True)
+    bust = [{"id": f"{m}/{c.name}/{i}", "ligand_sdf": str(_files(args.root, c.name)[0]),
+             "protein_pdb": str(_files(args.root, c.name)[1]), "xyz": xyz}
+            for c in complexes for m in ("a_physics", "b_physics") for i, xyz in enumerate(poses[c.name][m])]
+    busted = {p["id"]: p for p in run_worker("bust", {"poses": bust}, args.out)["poses"]}
+    failed_vina = set((vina or {}).get("pb_failed_checks", {}))
+    vina_failed_complexes = set((vina or {}).get("failed", {}))
+
+    def valid(method: str, name: str, count: int) -> list[bool]:
+        if method.endswith("vina"):  # Vina's checks, from its run (a failed complex was never checked: not valid)
+            return [name not in vina_failed_complexes and f"{method}/{name}/{i}" not in failed_vina for i in range(count)]
+        return [busted[f"{method}/{name}/{i}"]["pb_valid"] for i in range(count)]
+
+    checked = [m for m in ("a_physics", "b_physics", "a_vina", "b_vina") if vina is not None or "physics" in m]
+    overlapping = overlapping_astex_ids()
+    subsets = {"all": [c.name for c in complexes], "clean": [c.name for c in complexes if c.name not in overlapping]}
+    stats = {}
+    for subset, names in subsets.items():
+        keep = [i for i, c in enumerate(complexes) if c.name in names]
+        v = {m: [x for i in keep for x in valid(m, complexes[i].name, len(rows[i][m]))] for m in checked}
+        stats[subset] = summary([rows[i] for i in keep], v, METHODS)
+    n_a = sum(len(poses[c.name]["a_physics"]) for c in complexes)
+    speed = {"a_s_per_start": sum(t["a_s"] for t in timing.values()) / n_a,
+             "b_s_per_complex": sum(t["b_s"] for t in timing.values()) / len(complexes),
+             "b_poses_per_s": args.starts_b * len(complexes) / sum(t["b_s"] for t in timing.values())}
+    shown = [rel(a) if Path(a).is_absolute() else a for a in argv]
+    record = {"command": shlex.join(["python", "experiments/docking/eqgeo_astex.py", *shown]), "root": rel(args.root),
+              "complexes": len(complexes), "clean_complexes": len(subsets["clean"]), "seed": args.seed,
+              "box_A": args.box, "site_radius_A": args.site_radius, "starts_b": args.starts_b, "rounds_b": args.rounds_b,
+              "rounds_a": args.rounds_a, "recentre": not args.no_recentre, "threads": 1, "machine": f"{os.cpu_count()} CPU cores ({cpu_model()})",
+              "speed": speed, "metrics": stats, "per_complex": {c.name: r for c, r in zip(complexes, rows)},
+              "timing": timing, "vina": rel(args.vina) if vina is not None else None,
+              "pb_failed_checks": {i: p["failed"] or p["error"] for i, p in busted.items() if not p["pb_valid"]}}
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.with_suffix(".json").write_text(json.dumps(_finite(record), indent=1))
+    lines = ["# eqgeo's physics docking beside AutoDock Vina (eqgeo's starts and RMSD)", "",
+             f"Command: `{record['command']}`; {len(complexes)} complexes of `{record['root']}`, seed {args.seed}, "
+             f"box {args.box:g} Å, protein within {args.site_radius:g} Å of the centre; track (b) {args.starts_b} "
+             f"starts x {args.rounds_b} Monte Carlo rounds, track (a) {args.rounds_a} rounds per start; one CPU "
+             f"thread; {record['machine']}.",
+             f"eqgeo: {speed['b_s_per_complex']:.1f} s per complex docking (track b, {speed['b_poses_per_s']:.1f} "
+             f"poses/s), {speed['a_s_per_start']:.2f} s per refined start (track a). Vina's rows: "
+             f"`{record['vina']}` ({(vina or {}).get('cpu', '-')} threads).", ""]
+    lines += table(f"All {len(complexes)} complexes", stats["all"], METHODS)
+    lines += table(f"The {len(subsets['clean'])} complexes that overlap no PoseBusters training complex "
+                   "(experiments/docking/results/overlap.md)", stats["clean"], METHODS)
+    args.results.with_suffix(".md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
