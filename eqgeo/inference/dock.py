@@ -1,14 +1,19 @@
 """``eqgeo-dock``: dock a ligand (SDF or SMILES) into a protein (PDB) about a given site with a trained model.
 
     eqgeo-dock CHECKPOINT PROTEIN.pdb LIGAND (--centre X Y Z | --site REFERENCE.sdf) [--output poses.sdf]
-        [--starts 32] [--steps N] [--seed 0] [--pocket-radius R]
+        [--starts 32] [--rounds 10] [--box 25] [--no-physics] [--learned-first] [--steps N] [--seed 0]
+        [--pocket-radius R]
 
 The ligand's conformer (its 3D SDF record, or RDKit's ETKDG conformer of a SMILES) is placed at
-``--starts`` random orientations within 2 Å of the centre, refined by the model
-(:func:`eqgeo.inference.docking.dock`, as track (b) of the benchmark), and written to ``--output`` as
-an SDF, most confident first, with hydrogens placed by RDKit and, per pose, the properties
-``eqgeo_rank``, ``eqgeo_confidence`` (the model's logit) and ``eqgeo_probability`` (its sigmoid: the
-model's estimate that the pose is within 2 Å of the bound one). The pocket is cut as the run that
+``--starts`` random orientations within 2 Å of the centre (as track (b) of the benchmark). By default each
+start is a Monte Carlo search on eqgeo's physics score (:func:`eqgeo.inference.physics.dock_search`: a
+Vina-form score in a ``--box`` Å cube) and the poses are ranked by that score; ``--learned-first`` refines
+the starts with the model before the search; ``--no-physics`` uses the model's refinement alone
+(:func:`eqgeo.inference.docking.dock`), ranked by its confidence. The poses are written to ``--output`` as
+an SDF, best first, with hydrogens placed by RDKit and, per pose, the properties ``eqgeo_rank``,
+``eqgeo_energy`` (the physics score; not with ``--no-physics``), ``eqgeo_confidence`` (the model's logit)
+and ``eqgeo_probability`` (its sigmoid: the model's estimate that the pose is within 2 Å of the bound
+one). The pocket is cut as the run that
 trained the model cut its pockets (its ``data.pocket_shape`` and ``data.pocket_radius``, which an
 exported checkpoint carries); ``--pocket-radius`` overrides the radius. Nothing here imports
 ``eqgeo.training`` or Lightning.
@@ -28,17 +33,21 @@ from torch import Tensor
 __all__ = ["write_poses_sdf", "main"]
 
 
-def write_poses_sdf(path: str | Path, heavy: Chem.Mol, poses: Tensor, confidence: Tensor, *, hydrogens: bool = True) -> Path:
+def write_poses_sdf(path: str | Path, heavy: Chem.Mol, poses: Tensor, confidence: Tensor, *, hydrogens: bool = True,
+                    energy: Optional[Tensor] = None) -> Path:
     """Writes ``poses`` ``(S, L, 3)`` of the heavy-atom molecule ``heavy`` (its atom order) to an SDF, with
-    their rank, confidence logit and probability as SD properties; ``hydrogens`` adds hydrogens at
-    RDKit's positions for them."""
+    their rank, confidence logit and probability (and ``energy``, the physics score, when given) as SD
+    properties; ``hydrogens`` adds hydrogens at RDKit's positions for them."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if poses.ndim != 3 or poses.shape[1:] != (heavy.GetNumAtoms(), 3) or len(confidence) != len(poses):
-        raise ValueError(f"poses {tuple(poses.shape)} and confidences {tuple(confidence.shape)} do not fit a ligand of "
+    if (poses.ndim != 3 or poses.shape[1:] != (heavy.GetNumAtoms(), 3) or len(confidence) != len(poses)
+            or (energy is not None and len(energy) != len(poses))):
+        raise ValueError(f"poses {tuple(poses.shape)}, confidences {tuple(confidence.shape)} and energies "
+                         f"{None if energy is None else tuple(energy.shape)} do not fit a ligand of "
                          f"{heavy.GetNumAtoms()} heavy atoms")
+    energies = [None] * len(poses) if energy is None else energy.tolist()
     with Chem.SDWriter(str(path)) as writer:
-        for rank, (pose, logit) in enumerate(zip(poses.tolist(), confidence.tolist()), start=1):
+        for rank, (pose, logit, e) in enumerate(zip(poses.tolist(), confidence.tolist(), energies), start=1):
             mol = Chem.Mol(heavy)
             conf = mol.GetConformer()
             for i, xyz in enumerate(pose):
@@ -50,6 +59,8 @@ def write_poses_sdf(path: str | Path, heavy: Chem.Mol, poses: Tensor, confidence
             mol.SetIntProp("eqgeo_rank", rank)
             mol.SetDoubleProp("eqgeo_confidence", float(logit))
             mol.SetDoubleProp("eqgeo_probability", float(torch.sigmoid(torch.tensor(logit))))
+            if e is not None:
+                mol.SetDoubleProp("eqgeo_energy", float(e))
             writer.write(mol)
     return path
 
@@ -82,6 +93,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="refinement steps (default: the checkpoint's)")
     parser.add_argument("--pocket-radius", type=float, default=None, help="default: the training run's")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--physics", action=argparse.BooleanOptionalAction, default=True,
+                        help="search each start on eqgeo's physics score and rank by it (default); --no-physics: "
+                             "the model's refinement alone, ranked by its confidence")
+    parser.add_argument("--rounds", type=int, default=10, help="Monte Carlo rounds of the physics search (default 10)")
+    parser.add_argument("--box", type=float, default=25.0, help="edge of the physics search box, Å (default 25)")
+    parser.add_argument("--site-radius", type=float, default=18.0,
+                        help="protein atoms within this distance of the centre are scored (default 18 Å)")
+    parser.add_argument("--learned-first", action="store_true",
+                        help="refine the starts with the model before the physics search")
     args = parser.parse_args(argv)
     centre = _centre(args, parser)
 
@@ -110,12 +130,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.exit(2, f"eqgeo-dock: {error}\n")
     model = checkpoint.build_model()
     steps = args.steps if args.steps is not None else checkpoint.task["refine_steps"]
-    poses, confidence = dock(model, c, starts=args.starts, steps=steps, step_size=checkpoint.task["step_size"],
-                             offset=settings["track_b"].get("offset", TRACK_B["offset"]), seed=args.seed)
-    out = write_poses_sdf(args.output, heavy, poses, confidence)
+    offset = settings["track_b"].get("offset", TRACK_B["offset"])
+    energy = None
+    if args.physics:
+        from .docking import track_b_starts
+        from .physics import dock_search
+
+        try:
+            site, _ = complex_from_inputs(args.protein, args.ligand, centre, pocket_radius=args.site_radius,
+                                          pocket_shape="ball", seed=args.seed)
+            poses, energy, confidence = dock_search(
+                site, track_b_starts(c, args.starts, args.seed, offset=offset), rounds=args.rounds, box=args.box,
+                seed=args.seed, model=model, pocket=c, learned_first=args.learned_first, steps=steps,
+                step_size=checkpoint.task["step_size"])
+        except ValueError as error:
+            parser.exit(2, f"eqgeo-dock: {error}\n")
+    else:
+        poses, confidence = dock(model, c, starts=args.starts, steps=steps, step_size=checkpoint.task["step_size"],
+                                 offset=offset, seed=args.seed)
+    out = write_poses_sdf(args.output, heavy, poses, confidence, energy=energy)
+    ranked = (f"ranked by the physics score, best {float(energy[0]):.2f}" if energy is not None
+              else f"top confidence {float(torch.sigmoid(confidence[0])):.2f}")
     print(f"{out}: {len(poses)} poses of {c.name} ({c.ligand_z.numel()} heavy atoms, {c.bonds.shape[1]} rotatable "
           f"bonds) in {c.pocket_z.numel()} pocket atoms ({shape}, {radius:g} Å about {[round(x, 2) for x in centre]}); "
-          f"top confidence {float(torch.sigmoid(confidence[0])):.2f}")
+          f"{ranked}")
     return 0
 
 

@@ -25,18 +25,25 @@ def inputs(tmp_path):
     return folder / f"{NAME}_protein.pdb", folder / f"{NAME}_ligand.sdf", checkpoint
 
 
-def test_dock_writes_ranked_poses_with_their_confidence(inputs, tmp_path, capsys):
+@pytest.mark.parametrize("physics", [True, False])
+def test_dock_writes_ranked_poses_with_their_confidence(inputs, tmp_path, capsys, physics):
     protein, ligand, checkpoint = inputs
     out = tmp_path / "poses.sdf"
+    options = ["--rounds", "1"] if physics else ["--no-physics"]
     assert dock_cli([str(checkpoint), str(protein), str(ligand), "--site", str(ligand), "--starts", "5",
-                     "--output", str(out)]) == 0
+                     "--output", str(out), *options]) == 0
     assert "5 poses" in capsys.readouterr().out
     mols = [m for m in Chem.SDMolSupplier(str(out), removeHs=False)]
     heavy = Chem.MolFromMolFile(str(ligand))
     assert len(mols) == 5 and all(m is not None for m in mols)
     assert [m.GetIntProp("eqgeo_rank") for m in mols] == [1, 2, 3, 4, 5]
     confidences = [m.GetDoubleProp("eqgeo_confidence") for m in mols]
-    assert confidences == sorted(confidences, reverse=True)
+    if physics:  # ranked by the physics score, lowest first; poses that bind
+        energies = [m.GetDoubleProp("eqgeo_energy") for m in mols]
+        assert energies == sorted(energies) and energies[0] < -3.0
+        assert len(set(confidences)) == 5  # the model's confidence of each final pose is there too
+    else:
+        assert confidences == sorted(confidences, reverse=True) and not mols[0].HasProp("eqgeo_energy")
     for m in mols:
         assert m.GetNumHeavyAtoms() == heavy.GetNumAtoms() and m.GetNumAtoms() > m.GetNumHeavyAtoms()  # hydrogens added
         assert 0.0 < m.GetDoubleProp("eqgeo_probability") < 1.0
