@@ -44,15 +44,18 @@ from vina_astex import REPO, _default_root, _files, _finite, run_worker, summary
 
 from eqgeo.data.poses import symmetric_rmsd  # noqa: E402
 from eqgeo.datasets.docking import load_docking_complexes  # noqa: E402
-from eqgeo.inference.docking import TRACK_A, TRACK_B, benchmark_starts, complex_rmsds  # noqa: E402
+from eqgeo.inference.docking import TRACK_A, TRACK_B, benchmark_starts, complex_rmsds, pose_forward, refine  # noqa: E402
 from eqgeo.inference.physics import complex_scorer, refine_search, search  # noqa: E402
 from eqgeo.leaderboard import cpu_model  # noqa: E402
 
 METHODS = {
+    "a_learned": "(a) eqgeo learned model (refinement)",
     "a_physics": "(a) eqgeo physics search, refinement of each start",
     "a_vina": "(a) AutoDock Vina 1.2.7, local optimisation of each start",
     "a_centroid": "(a) baseline: centroid to pocket centre",
     "a_start": "(a) baseline: no change (start)",
+    "b_learned": "(b) eqgeo learned model (most confident refined pose)",
+    "b_learned_oracle": "(b) eqgeo learned model, best of its poses (oracle: not a result)",
     "b_physics": "(b) eqgeo physics search, docking (lowest-energy pose)",
     "b_physics_oracle": "(b) eqgeo physics search, best of its poses (oracle: not a result)",
     "b_vina": "(b) AutoDock Vina 1.2.7, docking (top-scored pose)",
@@ -62,22 +65,54 @@ METHODS = {
 }
 
 
-def dock_complex(c, starts: dict, args, seed: int) -> tuple[dict, dict, dict]:
-    """eqgeo's RMSDs, top-1 poses and timings on one complex."""
+def dock_complex(c, starts: dict, args, seed: int, learned=None) -> tuple[dict, dict, dict]:
+    """eqgeo's RMSDs, top-1 poses and timings on one complex; ``learned``: ``(model, pocket complex, task)``
+    adds the model's own rows and, with ``--learned-first``, refines the starts with it before the search."""
     scorer = complex_scorer(c, box=args.box)
+    rows, timing = {}, {}
+    if learned is not None:
+        model, pocket, task = learned
+        forward = pose_forward(model, pocket)
+        t = time.perf_counter()
+        refined, confidence = refine(model, pocket, torch.cat([starts["a"], starts["b"]]), task["refine_steps"],
+                                     task["step_size"], forward=forward)
+        timing["learned_s"] = time.perf_counter() - t
+        a_learned, b_learned = refined.split([len(starts["a"]), len(starts["b"])])
+        b_rmsd = symmetric_rmsd(b_learned, c.references)
+        rows.update({"a_learned": symmetric_rmsd(a_learned, c.references).tolist(),
+                     "b_learned": [float(b_rmsd[confidence[len(starts["a"]):].argmax()])],
+                     "b_learned_oracle": [float(b_rmsd.min())]})
+        if args.learned_first:
+            starts = {"a": a_learned, "b": b_learned}
     t = time.perf_counter()
     a_poses, _ = refine_search(scorer, starts["a"], c.bonds, c.moving, recentre=not args.no_recentre,
                                rounds=args.rounds_a, translation=0.5, rotation=0.3, seed=seed)
-    a_s = time.perf_counter() - t
+    timing["a_s"] = time.perf_counter() - t
     t = time.perf_counter()
     b_poses, energy = search(scorer, starts["b"], c.bonds, c.moving, rounds=args.rounds_b, seed=seed + 1)
-    b_s = time.perf_counter() - t
+    timing["b_s"] = time.perf_counter() - t
     a_rmsd = symmetric_rmsd(a_poses.double(), c.references)
     b_rmsd = symmetric_rmsd(b_poses.double(), c.references)
     top = int(energy.argmin())
-    rows = {"a_physics": a_rmsd.tolist(), "b_physics": [float(b_rmsd[top])], "b_physics_oracle": [float(b_rmsd.min())]}
+    rows.update({"a_physics": a_rmsd.tolist(), "b_physics": [float(b_rmsd[top])], "b_physics_oracle": [float(b_rmsd.min())]})
     poses = {"a_physics": a_poses.double().tolist(), "b_physics": [b_poses[top].double().tolist()]}
-    return rows, poses, {"a_s": a_s, "b_s": b_s, "b_energy": float(energy[top])}
+    return rows, poses, {**timing, "b_energy": float(energy[top])}
+
+
+def learned_model(path: Path, complexes, root: Path):
+    """The docking model of ``path``, its pocket of each complex (cut as its training pockets) and its task."""
+    from eqgeo.inference.checkpoint import read_checkpoint
+    from eqgeo.inference.evaluate import _docking_settings
+
+    checkpoint = read_checkpoint(path)
+    if checkpoint.kind != "docking":
+        raise SystemExit(f"{path} is a {checkpoint.kind} checkpoint, not a docking one")
+    settings = _docking_settings(checkpoint.path, None)
+    pockets, report = load_docking_complexes(root, ids=[c.name for c in complexes], pocket_radius=settings["pocket_radius"],
+                                             pocket_shape=settings["pocket_shape"])
+    if [p.name for p in pockets] != [c.name for c in complexes]:
+        raise SystemExit(f"the model's pockets could not be cut for every complex:\n{report}")
+    return checkpoint.build_model(), pockets, checkpoint.task, settings
 
 
 def main(argv=None) -> int:
@@ -95,6 +130,10 @@ def main(argv=None) -> int:
     parser.add_argument("--box", type=float, default=25.0)
     parser.add_argument("--site-radius", type=float, default=18.0)
     parser.add_argument("--ids", nargs="+", default=None)
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="a docking model: its own rows beside the search's (its pockets and refinement as trained)")
+    parser.add_argument("--learned-first", action="store_true",
+                        help="with --checkpoint: the search starts from the model's refined poses")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -105,9 +144,18 @@ def main(argv=None) -> int:
     vina = json.loads(args.vina.read_text()) if args.vina.is_file() else None
     if vina is not None and vina["seed"] != args.seed:
         raise SystemExit(f"{args.vina} was run with seed {vina['seed']}, not {args.seed}: its starts differ")
+    if args.learned_first and args.checkpoint is None:
+        parser.error("--learned-first needs --checkpoint")
+    learned = learned_model(args.checkpoint, complexes, args.root) if args.checkpoint is not None else None
+    if args.learned_first:  # the search follows the model: its rows say so
+        for track in "ab":
+            METHODS[f"{track}_physics"] = METHODS[f"{track}_physics"].replace("physics search", "learned model, then physics search")
+        METHODS["b_physics_oracle"] = METHODS["b_physics_oracle"].replace("physics search", "learned model, then physics search")
     rows, poses, timing = [], {}, {}
     for k, c in enumerate(complexes):
-        mine, poses[c.name], timing[c.name] = dock_complex(c, {"a": starts["a"][k], "b": starts["b"][k]}, args, args.seed + 7 * k)
+        model_inputs = None if learned is None else (learned[0], learned[1][k], learned[2])
+        mine, poses[c.name], timing[c.name] = dock_complex(c, {"a": starts["a"][k], "b": starts["b"][k]}, args,
+                                                           args.seed + 7 * k, model_inputs)
         row = {**complex_rmsds(None, c, {"a": starts["a"][k], "b": starts["b"][k]}), **mine}
         if vina is not None:
             theirs = vina["per_complex"][c.name]
@@ -139,6 +187,8 @@ def main(argv=None) -> int:
     speed = {"a_s_per_start": sum(t["a_s"] for t in timing.values()) / n_a,
              "b_s_per_complex": sum(t["b_s"] for t in timing.values()) / len(complexes),
              "b_poses_per_s": args.starts_b * len(complexes) / sum(t["b_s"] for t in timing.values())}
+    if learned is not None:  # the learned refinement: every start of both tracks, all its steps
+        speed["learned_poses_per_s"] = (n_a + args.starts_b * len(complexes)) / sum(t["learned_s"] for t in timing.values())
     shown = [rel(a) if Path(a).is_absolute() else a for a in argv]
     record = {"command": shlex.join(["python", "experiments/docking/eqgeo_astex.py", *shown]), "root": rel(args.root),
               "complexes": len(complexes), "clean_complexes": len(subsets["clean"]), "seed": args.seed,
@@ -146,6 +196,7 @@ def main(argv=None) -> int:
               "rounds_a": args.rounds_a, "recentre": not args.no_recentre, "threads": 1, "machine": f"{os.cpu_count()} CPU cores ({cpu_model()})",
               "speed": speed, "metrics": stats, "per_complex": {c.name: r for c, r in zip(complexes, rows)},
               "timing": timing, "vina": rel(args.vina) if vina is not None else None,
+              "checkpoint": rel(args.checkpoint) if args.checkpoint is not None else None, "learned_first": args.learned_first,
               "pb_failed_checks": {i: p["failed"] or p["error"] for i, p in busted.items() if not p["pb_valid"]}}
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.with_suffix(".json").write_text(json.dumps(_finite(record), indent=1))
@@ -155,7 +206,9 @@ def main(argv=None) -> int:
              f"starts x {args.rounds_b} Monte Carlo rounds, track (a) {args.rounds_a} rounds per start; one CPU "
              f"thread; {record['machine']}.",
              f"eqgeo: {speed['b_s_per_complex']:.1f} s per complex docking (track b, {speed['b_poses_per_s']:.1f} "
-             f"poses/s), {speed['a_s_per_start']:.2f} s per refined start (track a). Vina's rows: "
+             f"poses/s), {speed['a_s_per_start']:.2f} s per refined start (track a)"
+             + (f"; learned refinement {speed['learned_poses_per_s']:.1f} poses/s" if learned is not None else "")
+             + ". Vina's rows: "
              f"`{record['vina']}` ({(vina or {}).get('cpu', '-')} threads).", ""]
     lines += table(f"All {len(complexes)} complexes", stats["all"], METHODS)
     lines += table(f"The {len(subsets['clean'])} complexes that overlap no PoseBusters training complex "
