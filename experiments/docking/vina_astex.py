@@ -167,6 +167,21 @@ def table(title: str, stats: dict[str, dict], methods: dict[str, str] = METHODS)
     return lines + [""]
 
 
+def _short(error: str) -> str:
+    """An error message on one line, at most 120 characters (Vina's run over several)."""
+    text = " ".join(error.split())
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _previous_rows(previous: dict, name: str) -> tuple[dict[str, list[float]], dict[str, list[bool]]]:
+    """A complex's rows and PoseBusters verdicts as an earlier run of this script recorded them."""
+    row = {m: [float("inf") if v is None else v for v in values] for m, values in previous["per_complex"][name].items()}
+    failed_checks, failed = previous["pb_failed_checks"], name in previous["failed"]
+    valid = {"a_vina": [not failed and f"a_vina/{name}/{k}" not in failed_checks for k in range(len(row["a_vina"]))],
+             "b_vina": [not failed and f"b_vina/{name}/0" not in failed_checks]}
+    return row, valid
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=_default_root(), help="folder of complex folders (default: Astex)")
@@ -178,22 +193,52 @@ def main(argv=None) -> int:
     parser.add_argument("--n-poses", type=int, default=9)
     parser.add_argument("--cpu", type=int, default=2)
     parser.add_argument("--ids", nargs="+", default=None, help="only these complexes")
+    parser.add_argument("--rerun-failed", action="store_true",
+                        help="run again only the complexes that failed in <results>.json (same settings) and merge "
+                             "them into it; the other complexes keep their recorded rows")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    previous = None
+    if args.rerun_failed:
+        previous = json.loads(args.results.with_suffix(".json").read_text())
+        settings = {"seed": args.seed, "box_A": args.box, "exhaustiveness": args.exhaustiveness, "n_poses": args.n_poses,
+                    "cpu": args.cpu, "root": rel(args.root)}
+        differ = {k: (previous[k], v) for k, v in settings.items() if previous[k] != v}
+        if differ:
+            parser.error(f"--rerun-failed needs the settings of {args.results}.json; these differ (recorded, given): {differ}")
+        if args.ids is not None:
+            parser.error("--rerun-failed runs the recorded failures: leave out --ids")
+        if not previous["failed"]:
+            parser.error(f"nothing failed in {args.results}.json")
+        args.ids = list(previous["per_complex"])
     complexes, report = load_docking_complexes(args.root, ids=args.ids)
     if report.errors:
         print(f"complexes left out (not readable):\n{report}", file=sys.stderr)
-    starts = benchmark_starts(complexes, TRACK_A, TRACK_B, args.seed)
+    keep = [i for i, c in enumerate(complexes) if previous is None or c.name in previous["failed"]]
+    todo = [complexes[i] for i in keep]  # the complexes to run (again), in order
+    starts_all = benchmark_starts(complexes, TRACK_A, TRACK_B, args.seed)
+    starts = {t: [starts_all[t][i] for i in keep] for t in starts_all}
     start = time.perf_counter()
-    results = run_worker("dock", dock_job(complexes, starts, args.root, args), args.out)["complexes"]
+    results = run_worker("dock", dock_job(todo, starts, args.root, args), args.out)["complexes"]
     wall = time.perf_counter() - start
-    rows = []
-    for k, (c, r) in enumerate(zip(complexes, results)):
+    fresh_rows = {}
+    for k, (c, r) in enumerate(zip(todo, results)):
         if r["name"] != c.name:
             raise RuntimeError(f"the worker's complex {k} is {r['name']}, not {c.name}")
-        rows.append({**complex_rmsds(None, c, {"a": starts["a"][k], "b": starts["b"][k]}), **vina_rmsds(c, r)})
-    busted = run_worker("bust", bust_job(complexes, results, args.root), args.out)
-    valid_by_complex = validity(complexes, results, busted)
+        fresh_rows[c.name] = {**complex_rmsds(None, c, {"a": starts["a"][k], "b": starts["b"][k]}), **vina_rmsds(c, r)}
+    busted = run_worker("bust", bust_job(todo, results, args.root), args.out)
+    fresh_valid = validity(todo, results, busted)
+    rows, valid_by_complex = [], {"a_vina": {}, "b_vina": {}}
+    for c in complexes:
+        if c.name in fresh_rows:
+            rows.append(fresh_rows[c.name])
+            for m in valid_by_complex:
+                valid_by_complex[m][c.name] = fresh_valid[m][c.name]
+        else:
+            row, valid = _previous_rows(previous, c.name)
+            rows.append(row)
+            for m in valid_by_complex:
+                valid_by_complex[m][c.name] = valid[m]
     overlapping = overlapping_astex_ids()
     subsets = {"all": [c.name for c in complexes], "clean": [c.name for c in complexes if c.name not in overlapping]}
     stats = {}
@@ -207,21 +252,37 @@ def main(argv=None) -> int:
               "per_start_local_s": sum(r["a_s"] for r in ok) / max(len(ok) * TRACK_A["starts"], 1),
               "per_complex_receptor_s": sum(r["receptor_s"] for r in ok) / max(len(ok), 1)}
     shown = [rel(a) if Path(a).is_absolute() else a for a in argv]  # no path of this machine in the results
-    record = {"command": shlex.join(["python", "experiments/docking/vina_astex.py", *shown]),
-              "root": rel(args.root), "complexes": len(complexes), "clean_complexes": len(subsets["clean"]),
+    command = shlex.join(["python", "experiments/docking/vina_astex.py", *shown])
+    pb_failed = {p["id"]: p["failed"] or p["error"] for p in busted["poses"] if not p["pb_valid"]}
+    record = {"command": command, "root": rel(args.root), "complexes": len(complexes), "clean_complexes": len(subsets["clean"]),
               "seed": args.seed, "box_A": args.box, "exhaustiveness": args.exhaustiveness, "n_poses": args.n_poses,
               "cpu": args.cpu, "tracks": {"a": TRACK_A, "b": TRACK_B}, "failed": failed, "timing": timing,
               "machine": f"{os.cpu_count()} CPU cores ({cpu_model()})",
-              "metrics": stats, "per_complex": {c.name: r for c, r in zip(complexes, rows)},
-              "pb_failed_checks": {p["id"]: p["failed"] or p["error"] for p in busted["poses"] if not p["pb_valid"]}}
+              "receptor_dropped": {r["name"]: r["receptor_dropped"] for r in ok if r.get("receptor_dropped")},
+              "metrics": stats, "per_complex": {c.name: r for c, r in zip(complexes, rows)}, "pb_failed_checks": pb_failed}
+    if previous is not None:  # the earlier run's record stays, with what this one changed
+        record.update({"command": previous["command"], "timing": previous["timing"],
+                       "receptor_dropped": {**previous.get("receptor_dropped", {}), **record["receptor_dropped"]},
+                       "pb_failed_checks": {**{k: v for k, v in previous["pb_failed_checks"].items()
+                                               if k.split("/")[1] not in previous["failed"]}, **pb_failed},
+                       "reruns": [*previous.get("reruns", []), {"command": command, "complexes": sorted(previous["failed"]),
+                                                                "earlier_errors": previous["failed"], "timing": timing}]})
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.with_suffix(".json").write_text(json.dumps(_finite(record), indent=1))
+    timing = record["timing"]
     lines = ["# AutoDock Vina on the docking benchmark (eqgeo's starts and RMSD)", "",
              f"Command: `{record['command']}`; {len(complexes)} complexes of `{record['root']}`, seed {args.seed}, "
              f"box {args.box:g} Å, exhaustiveness {args.exhaustiveness}, {args.cpu} CPU threads; {record['machine']}.",
              f"Vina: {timing['per_complex_docking_s']:.1f} s per complex docking (track b), "
              f"{timing['per_start_local_s']:.2f} s per local optimisation (track a), receptor preparation "
-             f"{timing['per_complex_receptor_s']:.1f} s; failed: {', '.join(f'{k} ({v})' for k, v in failed.items()) or 'none'}.", ""]
+             f"{timing['per_complex_receptor_s']:.1f} s; failed: {', '.join(f'{k} ({_short(v)})' for k, v in failed.items()) or 'none'}."]
+    for rerun in record.get("reruns", []):
+        lines.append(f"Run again with `{rerun['command']}` (after fixing what failed): "
+                     + "; ".join(f"{k} ({_short(v)})" for k, v in rerun["earlier_errors"].items()) + ".")
+    if record["receptor_dropped"]:
+        lines.append("Receptor atoms Vina has no type for, left out: " + "; ".join(
+            f"{k}: {len(v)} ({', '.join(line[12:26].strip() for line in v)})" for k, v in record["receptor_dropped"].items()) + ".")
+    lines.append("")
     lines += table(f"All {len(complexes)} complexes", stats["all"])
     lines += table(f"The {len(subsets['clean'])} complexes that overlap no PoseBusters training complex (experiments/docking/results/overlap.md)", stats["clean"])
     args.results.with_suffix(".md").write_text("\n".join(lines))

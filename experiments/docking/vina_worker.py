@@ -10,12 +10,15 @@ symmetry-corrected RMSD.
 ``dock``: for each complex of the job,
 
 - the receptor: the protein PDB without waters (cofactors, ions and other hetero groups kept), hydrogens
-  added at pH 7.4 and written as a rigid PDBQT by Open Babel (``obabel -xr -h -p 7.4``);
+  added at pH 7.4 and written as a rigid PDBQT by Open Babel (``obabel -xr -h -p 7.4``); atoms of a type
+  Vina cannot read (e.g. vanadium) are left out and listed in ``receptor_dropped``;
 - the ligand: the crystal SDF's heavy-atom topology at the given coordinates, hydrogens added by RDKit
   (``AddHs(addCoords=True)``), prepared by meeko 0.8 (``MoleculePreparation``: AutoDock atom types, Gasteiger
   charges, rotatable bonds);
 - Vina 1.2.7's ``vina`` scoring function, maps in a cube of ``box`` Å about ``centre``; track (a): a local
-  optimisation (``Vina.optimize``) of each start; track (b): ``Vina.dock`` (``exhaustiveness``, ``n_poses``,
+  optimisation (``Vina.optimize``) of each start, its maps widened along an axis where the start reaches
+  within 2 Å of the box's face, and by 10 Å more (twice at most) when the optimisation carries the ligand
+  off them (the edges used: ``a_boxes``); track (b): ``Vina.dock`` (``exhaustiveness``, ``n_poses``,
   ``seed``) of the first track-(b) start (Vina draws its own starting positions, orientations and torsions
   in the box: the start's ring and bond geometry is what it keeps);
 - every pose mapped back to the crystal heavy-atom order by a substructure match of the topology
@@ -45,8 +48,14 @@ from rdkit import Chem
 OBABEL = Path(sys.executable).parent / "obabel"
 
 
-def receptor_pdbqt(protein: Path, out: Path) -> Path:
-    """The protein without waters as a rigid Vina receptor (Open Babel, hydrogens at pH 7.4)."""
+#: The AutoDock atom types Vina's ``vina`` scoring function reads in a receptor (case as Open Babel writes them).
+VINA_TYPES = {"C", "A", "N", "NA", "NS", "OA", "OS", "SA", "S", "H", "HD", "HS", "F", "P", "Cl", "CL", "Br", "BR",
+              "I", "Mg", "MG", "Ca", "CA", "Mn", "MN", "Fe", "FE", "Zn", "ZN", "Si", "SI", "B"}
+
+
+def receptor_pdbqt(protein: Path, out: Path) -> tuple[Path, list[str]]:
+    """The protein without waters as a rigid Vina receptor (Open Babel, hydrogens at pH 7.4), and the
+    receptor atoms left out because Vina has no type for them (e.g. a vanadate's V), each as its PDBQT line."""
     dry = out.with_suffix(".pdb")
     dry.write_text("".join(line for line in protein.read_text().splitlines(keepends=True)
                            if not (line.startswith(("ATOM", "HETATM")) and line[17:20] in ("HOH", "WAT", "DOD"))))
@@ -54,7 +63,21 @@ def receptor_pdbqt(protein: Path, out: Path) -> Path:
                          capture_output=True, text=True)
     if run.returncode != 0 or not out.is_file() or "ATOM" not in out.read_text():
         raise RuntimeError(f"{protein}: Open Babel wrote no receptor PDBQT: {run.stderr.strip()}")
-    return out
+    kept, dropped = [], []
+    for line in out.read_text().splitlines(keepends=True):
+        if line.startswith(("ATOM", "HETATM")) and line[77:79].strip() not in VINA_TYPES:
+            dropped.append(line.rstrip())
+        else:
+            kept.append(line)
+    out.write_text("".join(kept))
+    return out, dropped
+
+
+def box_for(centre, box: float, xyz) -> list[float]:
+    """The edges of a box about ``centre``: ``box`` Å, or wider along an axis where the pose ``xyz`` reaches
+    within 2 Å of a face (Vina refuses to optimise a ligand outside its maps)."""
+    reach = np.abs(np.asarray(xyz, dtype=float) - np.asarray(centre, dtype=float)).max(0)
+    return [max(box, 2 * (float(r) + 2.0)) for r in reach]
 
 
 def heavy_ligand(sdf: Path) -> Chem.Mol:
@@ -112,22 +135,32 @@ def dock_complex(job: dict, spec: dict, work: Path) -> dict:
     try:
         heavy = heavy_ligand(Path(spec["ligand_sdf"]))
         start = time.perf_counter()
-        receptor = receptor_pdbqt(Path(spec["protein_pdb"]), work / f"{spec['name']}_receptor.pdbqt")
+        receptor, out["receptor_dropped"] = receptor_pdbqt(Path(spec["protein_pdb"]), work / f"{spec['name']}_receptor.pdbqt")
         out["receptor_s"] = time.perf_counter() - start
         box = [job["box"]] * 3
 
-        def vina_for(xyz) -> Vina:
+        def vina_for(xyz, size=box) -> Vina:
             v = Vina(sf_name="vina", cpu=job["cpu"], seed=job["seed"], verbosity=0)
             v.set_receptor(str(receptor))
             v.set_ligand_from_string(ligand_pdbqt(heavy, xyz))
-            v.compute_vina_maps(center=spec["centre"], box_size=box)
+            v.compute_vina_maps(center=spec["centre"], box_size=size)
             return v
 
         start = time.perf_counter()
-        out["a_poses"], out["a_energies"] = [], []
+        out["a_poses"], out["a_energies"], out["a_boxes"] = [], [], []
         for k, xyz in enumerate(spec["a_starts"]):
-            v = vina_for(xyz)
-            out["a_energies"].append(float(v.optimize()[0]))
+            size = box_for(spec["centre"], job["box"], xyz)  # a start may reach past the box
+            for attempt in range(3):  # the optimisation may carry the ligand off the maps: wider maps, again
+                v = vina_for(xyz, size)
+                try:
+                    energy = float(v.optimize()[0])
+                    break
+                except RuntimeError as error:
+                    if "outside the grid box" not in str(error) or attempt == 2:
+                        raise
+                    size = [edge + 10.0 for edge in size]
+            out["a_boxes"].append(size)
+            out["a_energies"].append(energy)
             pose = work / f"{spec['name']}_a{k}.pdbqt"
             v.write_pose(str(pose), overwrite=True)
             out["a_poses"].append(poses_in_crystal_order(pose.read_text(), heavy)[0])
