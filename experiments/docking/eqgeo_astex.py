@@ -35,6 +35,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -134,8 +135,12 @@ def main(argv=None) -> int:
                         help="a docking model: its own rows beside the search's (its pockets and refinement as trained)")
     parser.add_argument("--learned-first", action="store_true",
                         help="with --checkpoint: the search starts from the model's refined poses")
+    parser.add_argument("--retable", action="store_true",
+                        help="only make the tables of <results>.json again, with the Vina rows of --vina")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    if args.retable:
+        return retable(args, argv)
     torch.set_num_threads(1)
     complexes, report = load_docking_complexes(args.root, ids=args.ids, pocket_radius=args.site_radius, pocket_shape="ball")
     if report.errors:
@@ -167,22 +172,7 @@ def main(argv=None) -> int:
              "protein_pdb": str(_files(args.root, c.name)[1]), "xyz": xyz}
             for c in complexes for m in ("a_physics", "b_physics") for i, xyz in enumerate(poses[c.name][m])]
     busted = {p["id"]: p for p in run_worker("bust", {"poses": bust}, args.out)["poses"]}
-    failed_vina = set((vina or {}).get("pb_failed_checks", {}))
-    vina_failed_complexes = set((vina or {}).get("failed", {}))
-
-    def valid(method: str, name: str, count: int) -> list[bool]:
-        if method.endswith("vina"):  # Vina's checks, from its run (a failed complex was never checked: not valid)
-            return [name not in vina_failed_complexes and f"{method}/{name}/{i}" not in failed_vina for i in range(count)]
-        return [busted[f"{method}/{name}/{i}"]["pb_valid"] for i in range(count)]
-
-    checked = [m for m in ("a_physics", "b_physics", "a_vina", "b_vina") if vina is not None or "physics" in m]
-    overlapping = overlapping_astex_ids()
-    subsets = {"all": [c.name for c in complexes], "clean": [c.name for c in complexes if c.name not in overlapping]}
-    stats = {}
-    for subset, names in subsets.items():
-        keep = [i for i, c in enumerate(complexes) if c.name in names]
-        v = {m: [x for i in keep for x in valid(m, complexes[i].name, len(rows[i][m]))] for m in checked}
-        stats[subset] = summary([rows[i] for i in keep], v, METHODS)
+    physics_failed = {i: p["failed"] or p["error"] for i, p in busted.items() if not p["pb_valid"]}
     n_a = sum(len(poses[c.name]["a_physics"]) for c in complexes)
     speed = {"a_s_per_start": sum(t["a_s"] for t in timing.values()) / n_a,
              "b_s_per_complex": sum(t["b_s"] for t in timing.values()) / len(complexes),
@@ -191,30 +181,76 @@ def main(argv=None) -> int:
         speed["learned_poses_per_s"] = (n_a + args.starts_b * len(complexes)) / sum(t["learned_s"] for t in timing.values())
     shown = [rel(a) if Path(a).is_absolute() else a for a in argv]
     record = {"command": shlex.join(["python", "experiments/docking/eqgeo_astex.py", *shown]), "root": rel(args.root),
-              "complexes": len(complexes), "clean_complexes": len(subsets["clean"]), "seed": args.seed,
-              "box_A": args.box, "site_radius_A": args.site_radius, "starts_b": args.starts_b, "rounds_b": args.rounds_b,
-              "rounds_a": args.rounds_a, "recentre": not args.no_recentre, "threads": 1, "machine": f"{os.cpu_count()} CPU cores ({cpu_model()})",
-              "speed": speed, "metrics": stats, "per_complex": {c.name: r for c, r in zip(complexes, rows)},
-              "timing": timing, "vina": rel(args.vina) if vina is not None else None,
-              "checkpoint": rel(args.checkpoint) if args.checkpoint is not None else None, "learned_first": args.learned_first,
-              "pb_failed_checks": {i: p["failed"] or p["error"] for i, p in busted.items() if not p["pb_valid"]}}
+              "seed": args.seed, "box_A": args.box, "site_radius_A": args.site_radius, "starts_b": args.starts_b,
+              "rounds_b": args.rounds_b, "rounds_a": args.rounds_a, "recentre": not args.no_recentre, "threads": 1,
+              "machine": f"{os.cpu_count()} CPU cores ({cpu_model()})", "speed": speed, "timing": timing,
+              "checkpoint": rel(args.checkpoint) if args.checkpoint is not None else None, "learned_first": args.learned_first}
+    report(record, [c.name for c in complexes], rows, physics_failed, vina, args)
+    return 0
+
+
+def report(record: dict, names: list[str], rows: list[dict], physics_failed: dict, vina: Optional[dict], args) -> None:
+    """The metrics of every method on all complexes and on the clean ones, written to ``<results>.json`` / ``.md``."""
+    failed_vina = set((vina or {}).get("pb_failed_checks", {}))
+    vina_failed_complexes = set((vina or {}).get("failed", {}))
+
+    def valid(method: str, name: str, count: int) -> list[bool]:
+        if method.endswith("vina"):  # Vina's checks, from its run (a failed complex was never checked: not valid)
+            return [name not in vina_failed_complexes and f"{method}/{name}/{i}" not in failed_vina for i in range(count)]
+        return [f"{method}/{name}/{i}" not in physics_failed for i in range(count)]
+
+    checked = [m for m in ("a_physics", "b_physics", "a_vina", "b_vina") if vina is not None or "physics" in m]
+    overlapping = overlapping_astex_ids()
+    subsets = {"all": names, "clean": [n for n in names if n not in overlapping]}
+    stats = {}
+    for subset, chosen in subsets.items():
+        keep = [i for i, n in enumerate(names) if n in chosen]
+        v = {m: [x for i in keep for x in valid(m, names[i], len(rows[i][m]))] for m in checked}
+        stats[subset] = summary([rows[i] for i in keep], v, METHODS)
+    record = {**record, "complexes": len(names), "clean_complexes": len(subsets["clean"]), "metrics": stats,
+              "per_complex": dict(zip(names, rows)), "vina": rel(args.vina) if vina is not None else None,
+              "pb_failed_checks": physics_failed}
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.with_suffix(".json").write_text(json.dumps(_finite(record), indent=1))
+    speed = record["speed"]
     lines = ["# eqgeo's physics docking beside AutoDock Vina (eqgeo's starts and RMSD)", "",
-             f"Command: `{record['command']}`; {len(complexes)} complexes of `{record['root']}`, seed {args.seed}, "
-             f"box {args.box:g} Å, protein within {args.site_radius:g} Å of the centre; track (b) {args.starts_b} "
-             f"starts x {args.rounds_b} Monte Carlo rounds, track (a) {args.rounds_a} rounds per start; one CPU "
-             f"thread; {record['machine']}.",
+             f"Command: `{record['command']}`; {len(names)} complexes of `{record['root']}`, seed {record['seed']}, "
+             f"box {record['box_A']:g} Å, protein within {record['site_radius_A']:g} Å of the centre; track (b) "
+             f"{record['starts_b']} starts x {record['rounds_b']} Monte Carlo rounds, track (a) {record['rounds_a']} "
+             f"rounds per start; one CPU thread; {record['machine']}.",
              f"eqgeo: {speed['b_s_per_complex']:.1f} s per complex docking (track b, {speed['b_poses_per_s']:.1f} "
              f"poses/s), {speed['a_s_per_start']:.2f} s per refined start (track a)"
-             + (f"; learned refinement {speed['learned_poses_per_s']:.1f} poses/s" if learned is not None else "")
-             + ". Vina's rows: "
-             f"`{record['vina']}` ({(vina or {}).get('cpu', '-')} threads).", ""]
-    lines += table(f"All {len(complexes)} complexes", stats["all"], METHODS)
+             + (f"; learned refinement {speed['learned_poses_per_s']:.1f} poses/s" if "learned_poses_per_s" in speed else "")
+             + f". Vina's rows: `{record['vina']}` ({(vina or {}).get('cpu', '-')} threads)"
+             + (f"; tables remade with them by `{record['retabled']}`" if record.get("retabled") else "") + ".", ""]
+    lines += table(f"All {len(names)} complexes", stats["all"], METHODS)
     lines += table(f"The {len(subsets['clean'])} complexes that overlap no PoseBusters training complex "
                    "(experiments/docking/results/overlap.md)", stats["clean"], METHODS)
     args.results.with_suffix(".md").write_text("\n".join(lines))
     print("\n".join(lines))
+
+
+def retable(args, argv) -> int:
+    """``--retable``: the tables of ``<results>.json`` made again with the Vina rows of ``--vina`` (after Vina was
+    run again); eqgeo's own rows, checks and timings are the recorded ones."""
+    record = json.loads(args.results.with_suffix(".json").read_text())
+    vina = json.loads(args.vina.read_text())
+    if vina["seed"] != record["seed"]:
+        raise SystemExit(f"{args.vina} was run with seed {vina['seed']}, not {record['seed']}: its starts differ")
+    names = list(record["per_complex"])
+    rows = []
+    for name in names:
+        row = {m: [float("inf") if v is None else v for v in values] for m, values in record["per_complex"][name].items()}
+        row.update({m: [float("inf") if v is None else v for v in vina["per_complex"][name][m]]
+                    for m in ("a_vina", "b_vina", "b_vina_oracle")})
+        rows.append(row)
+    if record.get("learned_first"):
+        for key in ("a_physics", "b_physics", "b_physics_oracle"):
+            METHODS[key] = METHODS[key].replace("physics search", "learned model, then physics search")
+    shown = [rel(a) if Path(a).is_absolute() else a for a in argv]
+    record["retabled"] = shlex.join(["python", "experiments/docking/eqgeo_astex.py", *shown])
+    report({k: v for k, v in record.items() if k not in ("metrics", "per_complex", "pb_failed_checks", "vina")},
+           names, rows, record["pb_failed_checks"], vina, args)
     return 0
 
 
