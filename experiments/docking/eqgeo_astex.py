@@ -185,11 +185,11 @@ def main(argv=None) -> int:
               "rounds_b": args.rounds_b, "rounds_a": args.rounds_a, "recentre": not args.no_recentre, "threads": 1,
               "machine": f"{os.cpu_count()} CPU cores ({cpu_model()})", "speed": speed, "timing": timing,
               "checkpoint": rel(args.checkpoint) if args.checkpoint is not None else None, "learned_first": args.learned_first}
-    report(record, [c.name for c in complexes], rows, physics_failed, vina, args)
+    write_report(record, [c.name for c in complexes], rows, physics_failed, vina, args)
     return 0
 
 
-def report(record: dict, names: list[str], rows: list[dict], physics_failed: dict, vina: Optional[dict], args) -> None:
+def write_report(record: dict, names: list[str], rows: list[dict], physics_failed: dict, vina: Optional[dict], args) -> None:
     """The metrics of every method on all complexes and on the clean ones, written to ``<results>.json`` / ``.md``."""
     failed_vina = set((vina or {}).get("pb_failed_checks", {}))
     vina_failed_complexes = set((vina or {}).get("failed", {}))
@@ -249,7 +249,7 @@ def retable(args, argv) -> int:
             METHODS[key] = METHODS[key].replace("physics search", "learned model, then physics search")
     shown = [rel(a) if Path(a).is_absolute() else a for a in argv]
     record["retabled"] = shlex.join(["python", "experiments/docking/eqgeo_astex.py", *shown])
-    report({k: v for k, v in record.items() if k not in ("metrics", "per_complex", "pb_failed_checks", "vina")},
+    write_report({k: v for k, v in record.items() if k not in ("metrics", "per_complex", "pb_failed_checks", "vina")},
            names, rows, record["pb_failed_checks"], vina, args)
     return 0
 
