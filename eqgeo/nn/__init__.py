@@ -7,6 +7,7 @@ from .equivariant_transformer_conv import EquivariantTransformerConv
 from .gate import Gate, Normalize2Mom
 from .layer_norm import EquivariantLayerNorm
 from .linear import Linear
+from .many_body import ManyBodyProduct
 from .norm_activation import NormActivation
 from .radial import BesselBasis, GaussianBasis, PolynomialCutoff, RadialEmbedding, RadialMLP
 from .tensor_product import FullyConnectedTensorProduct, TensorProduct
@@ -15,6 +16,7 @@ __all__ = [
     "EquivariantConv",
     "EquivariantTransformerConv",
     "Linear",
+    "ManyBodyProduct",
     "TensorProduct",
     "FullyConnectedTensorProduct",
     "Gate",
