@@ -11,7 +11,7 @@ from torch import Tensor
 
 from ..data import keys as K
 from ..data.neighbors import periodic_radius_graph, radius_graph
-from ..nn import EquivariantConv, EquivariantTransformerConv, Gate, Linear, RadialEmbedding
+from ..nn import EquivariantConv, EquivariantTransformerConv, Gate, Linear, ManyBodyProduct, RadialEmbedding
 from ..nn.edges import edge_lengths
 from ..o3 import Irreps, SphericalHarmonics
 
@@ -309,13 +309,16 @@ class InteractionStack(torch.nn.Module):
     .. math::
 
         h^{(0)}_i = \mathrm{embedding}_i, \qquad
-        h^{(t+1)}_i = \mathrm{Gate}\big(\mathrm{Layer}^{(t)}(h^{(t)}, \mathbf{r})_i\big) \;[+\, h^{(t)}_i],
+        h^{(t+1)}_i = P^{(t)}\Big(\mathrm{Gate}\big(\mathrm{Layer}^{(t)}(h^{(t)}, \mathbf{r})_i\big), Z_i\Big) \;[+\, h^{(t)}_i],
 
     where the layer is :class:`~eqgeo.nn.EquivariantConv` or
     :class:`~eqgeo.nn.EquivariantTransformerConv` and the residual is added when the irreps of
     ``h`` do not change. The irreps of each layer are the hidden irreps that its input can reach
     through the edge harmonics (the first layer, on scalars only, reaches ``0e, 1o, 2e, ...``),
     as in NequIP. The harmonics and radial embedding are computed once and shared by all layers.
+    :math:`P^{(t)}` is the identity for ``correlation=1``, else a :class:`~eqgeo.nn.ManyBodyProduct`
+    of that degree whose weights depend on the atom's species type :math:`Z_i` (``num_types`` of
+    them; ``forward`` then takes ``node_types``).
     """
 
     def __init__(
@@ -336,8 +339,12 @@ class InteractionStack(torch.nn.Module):
         basis: str = "bessel",
         p: float = 6,
         residual: bool = True,
+        correlation: int = 1,
+        num_types: int = 1,
     ) -> None:
         super().__init__()
+        if not isinstance(correlation, int) or correlation < 1:
+            raise ValueError(f"correlation must be an integer >= 1, got {correlation!r}")
         if layer not in LAYERS:
             raise ValueError(f"layer must be one of {LAYERS}, got {layer!r}")
         if num_layers < 1:
@@ -351,6 +358,9 @@ class InteractionStack(torch.nn.Module):
         self.radial_embedding = RadialEmbedding(num_radial, cutoff, basis=basis, p=p)
         self.convs = torch.nn.ModuleList()
         self.gates = torch.nn.ModuleList()
+        self.correlation, self.num_types = correlation, int(num_types)
+        # registered only when used: a correlation-1 stack keeps the state_dict of earlier versions
+        self.products = torch.nn.ModuleList() if correlation > 1 else None
         self._residual = []
         irreps = self.irreps_in
         for t in range(num_layers):
@@ -368,6 +378,8 @@ class InteractionStack(torch.nn.Module):
                 )
             self.convs.append(conv)
             self.gates.append(gate)
+            if self.products is not None:
+                self.products.append(ManyBodyProduct(gate.irreps_out, correlation, self.num_types))
             self._residual.append(bool(residual) and gate.irreps_out == irreps)
             irreps = gate.irreps_out
         self.irreps_out = irreps
@@ -375,12 +387,18 @@ class InteractionStack(torch.nn.Module):
     def reset_parameters(self) -> None:
         for conv in self.convs:
             conv.reset_parameters()
+        for product in self.products or ():
+            product.reset_parameters()
 
-    def forward(self, x: Tensor, edge_index: Tensor, edge_vec: Tensor) -> Tensor:
+    def forward(self, x: Tensor, edge_index: Tensor, edge_vec: Tensor, node_types: Optional[Tensor] = None) -> Tensor:
+        """Node features after every layer; ``node_types`` ``(N,)``: each node's species type in
+        ``[0, num_types)``, read by the many-body products (``correlation > 1``) only."""
         edge_sh = self.sh(edge_vec)
         edge_radial, edge_envelope = self.radial_embedding.embed(edge_lengths(edge_vec))
-        for conv, gate, residual in zip(self.convs, self.gates, self._residual):
+        for t, (conv, gate, residual) in enumerate(zip(self.convs, self.gates, self._residual)):
             y = gate(conv(x, edge_index, edge_vec, edge_sh=edge_sh, edge_radial=edge_radial, edge_envelope=edge_envelope))
+            if self.products is not None:
+                y = self.products[t](y, node_types)
             x = x + y if residual else y
         return x
 
@@ -392,8 +410,9 @@ class InteractionStack(torch.nn.Module):
     # is layer ``t`` of :meth:`forward` (the same operations as ``EquivariantConv.forward``).
     def splittable(self) -> bool:
         """Whether every layer is an :class:`~eqgeo.nn.EquivariantConv` (whose forward the parts
-        below reproduce; attention layers normalise over each node's edges and are not split)."""
-        return all(type(conv) is EquivariantConv for conv in self.convs)
+        below reproduce; attention layers normalise over each node's edges and are not split) and no
+        many-body product follows (the parts below do not apply one)."""
+        return self.products is None and all(type(conv) is EquivariantConv for conv in self.convs)
 
     def edge_radial(self, edge_vec: Tensor) -> tuple[Tensor, Tensor]:
         """``(edge_radial, edge_envelope)`` of edge vectors, as :meth:`forward` computes them (they

@@ -45,6 +45,10 @@ class Architecture:
         readout_hidden: width of the invariant readouts (default ``16``).
         max_num_neighbors: nearest neighbours kept per atom when the model builds the graph
             (``None``: all within the cutoff) (default ``None``).
+        correlation: body order of each layer's update: ``1`` (default), the gated convolution
+            alone (two-body messages, NequIP); ``nu > 1`` adds a
+            :class:`~eqgeo.nn.ManyBodyProduct` of degree ``nu`` with per-species weights after
+            each layer's gate (products of up to ``nu`` neighbours' messages, MACE's idea).
 
     Each model keeps its own defaults (:class:`~eqgeo.models.DockingModel`: 16 channels, 4
     layers, ``parity="full"``, 20 neighbours); :meth:`from_arguments` applies a model's keyword
@@ -73,6 +77,7 @@ class Architecture:
     key_dim: int = 8
     readout_hidden: int = 16
     max_num_neighbors: Optional[int] = None
+    correlation: int = 1
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -104,10 +109,12 @@ class Architecture:
         """``channels`` copies of every irrep up to ``lmax`` with this ``parity``."""
         return hidden_irreps(self.channels, self.lmax, self.parity)
 
-    def interaction_stack(self, irreps_in) -> InteractionStack:
-        """The :class:`~eqgeo.models.InteractionStack` of this architecture on node features ``irreps_in``."""
+    def interaction_stack(self, irreps_in, num_types: int = 1) -> InteractionStack:
+        """The :class:`~eqgeo.models.InteractionStack` of this architecture on node features ``irreps_in``
+        (``num_types``: the species types whose weights :attr:`correlation` > 1 keeps apart)."""
         return InteractionStack(
             irreps_in, self.hidden_irreps(), self.lmax, self.num_layers, layer=self.layer, cutoff=self.cutoff,
             num_radial=self.num_radial, radial_hidden=self.radial_hidden, radial_layers=self.radial_layers,
             avg_num_neighbors=self.avg_num_neighbors, heads=self.heads, key_dim=self.key_dim,
+            correlation=self.correlation, num_types=num_types,
         )

@@ -83,7 +83,9 @@ class DockingModel(torch.nn.Module):
         self.architecture = arch
         self.cutoff, self.max_num_neighbors = float(arch.cutoff), arch.max_num_neighbors
         self.embedding = SpeciesEmbedding(species, arch.channels, num_kinds=2, allow_unknown=True)
-        self.interactions = arch.interaction_stack(self.embedding.irreps_out)
+        self.interactions = arch.interaction_stack(
+            self.embedding.irreps_out, self.embedding.num_types * self.embedding.num_kinds
+        )
         irreps = self.interactions.irreps_out
         if "1o" not in irreps:
             raise ValueError(f"DockingModel: the hidden irreps {irreps} have no 1o (use lmax >= 1)")
@@ -117,8 +119,9 @@ class DockingModel(torch.nn.Module):
         rotatable_bond_index: Tensor,
     ) -> dict[str, Tensor]:
         """The updates from plain tensors (the part :func:`torch.compile` captures as one graph)."""
-        h = self.embedding(z, node_type)
-        h = self.interactions(h, edge_index, edge_vectors(pos, edge_index))
+        types = self.embedding.types(z) + self.embedding.num_types * node_type  # species and kind (ligand/protein)
+        h = self.embedding.embedding(types)
+        h = self.interactions(h, edge_index, edge_vectors(pos, edge_index), types)
         return self.readout(h, pos, node_type, batch, num_graphs, rotatable_bond_index)
 
     def readout(

@@ -65,7 +65,7 @@ class InteratomicPotential(torch.nn.Module):
         self.cutoff = float(arch.cutoff)
         self.max_num_neighbors = arch.max_num_neighbors
         self.embedding = SpeciesEmbedding(species, arch.channels)
-        self.interactions = arch.interaction_stack(self.embedding.irreps_out)
+        self.interactions = arch.interaction_stack(self.embedding.irreps_out, self.embedding.num_types)
         self.readout = scalar_head(self.interactions.irreps_out, arch.readout_hidden, 1)
         n = len(self.embedding.species)
         self.register_buffer("energy_shift", torch.zeros(n, dtype=torch.float64))
@@ -126,7 +126,7 @@ class InteratomicPotential(torch.nn.Module):
         types = self.embedding.types(z, batch)
         x = self.embedding.embedding(types)
         edge_vec = edge_vectors(pos, edge_index, shifts, cell, batch)
-        x = self.interactions(x, edge_index, edge_vec)
+        x = self.interactions(x, edge_index, edge_vec, types)
         e = self.readout(x).squeeze(-1) * self.energy_scale.to(x.dtype)[types]
         return e.to(torch.float64) + self.energy_shift[types]
 

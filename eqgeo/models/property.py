@@ -124,7 +124,7 @@ class PropertyModel(torch.nn.Module):
         self.dipole, self.num_vectors = bool(dipole), int(num_vectors)
         self.cutoff, self.max_num_neighbors = float(arch.cutoff), arch.max_num_neighbors
         self.embedding = SpeciesEmbedding(species, arch.channels)
-        self.interactions = arch.interaction_stack(self.embedding.irreps_out)
+        self.interactions = arch.interaction_stack(self.embedding.irreps_out, self.embedding.num_types)
         irreps = self.interactions.irreps_out
         need = (["1o"] if (dipole or num_vectors) else [])
         missing = [ir for ir in need if ir not in irreps]
@@ -161,7 +161,7 @@ class PropertyModel(torch.nn.Module):
         """The readouts from plain tensors (the part :func:`torch.compile` captures as one graph)."""
         types = self.embedding.types(z, batch)
         h = self.embedding.embedding(types)
-        h = self.interactions(h, edge_index, edge_vectors(pos, edge_index))
+        h = self.interactions(h, edge_index, edge_vectors(pos, edge_index), types)
         out: dict[str, Tensor] = {}
         ones = torch.ones_like(batch, dtype=h.dtype)
         atoms = scatter_sum(ones, batch, num_graphs)

@@ -45,13 +45,14 @@ class _DockingTests(ModelTestsMixin):
     index_keys = (K.ROTATABLE_BOND_INDEX,)
     statistics = ("translation_scale", "rotation_scale", "torsion_scale")
     layer, parity = "conv", "full"
+    correlation = 1
     # at initialisation the torsions (0o, from products of 1o and 1e features) are ~1e-3 while the
     # features they come from are ~1: float32 rounding of those features sets
     # their error, not their own size (3e-7 at most seen, natural parity)
     equivariance_atol = {torch.float32: 2e-6}
 
     def make_model(self, dtype):
-        return _model(dtype, self.layer, self.parity)
+        return _model(dtype, self.layer, self.parity, correlation=self.correlation)
 
     def make_graphs(self, dtype):
         return _complexes(dtype)
@@ -83,6 +84,12 @@ class TestDockingTransformer(_DockingTests):
 class TestDockingNaturalParity(_DockingTests):
     parity = "natural"
     test_compile_fullgraph = None  # compiled in the default variant of this model
+
+
+class TestDockingManyBody(_DockingTests):
+    """Each layer followed by a degree-3 many-body product with per-species weights (eqgeo.nn.ManyBodyProduct)."""
+
+    correlation = 3
 
 
 def test_torsion_does_not_depend_on_the_bond_direction():

@@ -26,9 +26,10 @@ class _PotentialTests(EnergyModelTests, ModelTestsMixin):
     outputs = {"energy": (GRAPH, "0e"), "forces": (NODE, "1o"), "atomic_energy": (NODE, "0e")}
     statistics = ("energy_shift", "energy_scale")
     layer, parity = "conv", "natural"
+    correlation = 1
 
     def make_model(self, dtype):
-        return _model(dtype, self.layer, self.parity)
+        return _model(dtype, self.layer, self.parity, correlation=self.correlation)
 
     def make_graphs(self, dtype):
         return _molecules(dtype)
@@ -67,6 +68,12 @@ class TestPotentialTransformer(_PotentialTests):
 class TestPotentialFullParity(_PotentialTests):
     parity = "full"
     test_compile_fullgraph = None  # compiled in the default variant of this model
+
+
+class TestPotentialManyBody(_PotentialTests):
+    """Each layer followed by a degree-3 many-body product with per-species weights (eqgeo.nn.ManyBodyProduct)."""
+
+    correlation = 3
 
 
 @pytest.mark.slow
@@ -282,3 +289,22 @@ def test_energy_shift_from_isolated_atoms_or_well_posed_without_them():
     assert (lstsq - plain["energy_shift"]).abs().max() > 100.0
     with pytest.raises(ValueError, match=r"no isolated-atom energy for atomic numbers \[8\]"):
         dataset_statistics(graphs, cutoff=3.0, species=SPECIES, atomic_energies={1: -13.6, 6: -1025.3})
+
+
+def test_many_body_weights_are_per_species_and_correlation_one_keeps_the_old_state_dict():
+    """correlation=1 registers no product (checkpoints of earlier versions load); correlation=3 has one
+    weight row per species in every layer, and changing one species' row changes only its atoms' energies."""
+    plain = _model(torch.float64)
+    assert not any(".products." in k for k in plain.state_dict())
+    model = _model(torch.float64, correlation=3)
+    product = model.interactions.products[0]
+    assert product.linear_weight.shape[0] == len(SPECIES) and len(model.interactions.products) == 2
+    data = Batch.from_data_list(_molecules(torch.float64))
+    before = model(data, compute_forces=False)["atomic_energy"]
+    with torch.no_grad():
+        model.interactions.products[1].product_weights[0][SPECIES.index(8)].mul_(3.0)  # oxygen's, last layer
+    after = model(data, compute_forces=False)["atomic_energy"]
+    oxygen = data.z == 8
+    assert oxygen.any() and (~oxygen).any()
+    torch.testing.assert_close(after[~oxygen], before[~oxygen])  # the last layer's product acts per atom
+    assert (after[oxygen] - before[oxygen]).abs().max() > 1e-6

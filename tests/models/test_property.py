@@ -35,9 +35,10 @@ class _PropertyTests(ModelTestsMixin):
     }
     statistics = ("target_mean", "target_std")
     layer, parity = "conv", "natural"
+    correlation = 1
 
     def make_model(self, dtype):
-        return _model(dtype, self.layer, self.parity)
+        return _model(dtype, self.layer, self.parity, correlation=self.correlation)
 
     def make_graphs(self, dtype):
         return _molecules(dtype)
@@ -69,6 +70,12 @@ class TestPropertyTransformer(_PropertyTests):
 class TestPropertyFullParity(_PropertyTests):
     parity = "full"
     test_compile_fullgraph = None  # compiled in the default variant of this model
+
+
+class TestPropertyManyBody(_PropertyTests):
+    """Each layer followed by a degree-3 many-body product with per-species weights (eqgeo.nn.ManyBodyProduct)."""
+
+    correlation = 3
 
 
 def test_dipole_is_charges_times_positions_plus_atomic_dipoles():
