@@ -19,6 +19,10 @@
 # 7.5 s) and their wall time is reported beside the others. Runs go to runs/budget_$DATASET/<run>/, their
 # metrics.json and config to experiments/md/results/budget_$DATASET/<run>/, the table to
 # experiments/md/results/budget_$DATASET.md.
+# EPOCHS=N (in the environment): equal epochs instead of an equal budget: every model trains N epochs, eqgeo's
+#   with trainer.max_epochs=N and no time limit (its cosine and second stage planned for N epochs, as MACE's
+#   --max_num_epochs and its SWA stage from 3/4 are), MACE and NequIP with N; MINUTES is then ignored. Runs go to
+#   runs/epochs${N}_$DATASET/, results to experiments/md/results/epochs${N}_$DATASET[/ and .md].
 set -euo pipefail
 source experiments/results.sh
 minutes=${1:-20}
@@ -31,12 +35,23 @@ case $dataset in
   3bpa) peer_dataset=3bpa title="3BPA (300 K, 400 training frames)" mace_pace=240 nequip_pace=75 ;;
   *) echo "DATASET is rmd17 or 3bpa, not $dataset" >&2; exit 2 ;;
 esac
-mace_epochs=${MACE_EPOCHS:-$(( minutes * 600 * 95 / 100 / mace_pace ))}
-nequip_epochs=${NEQUIP_EPOCHS:-$(( minutes * 600 * 95 / 100 / nequip_pace ))}
-runs=runs/budget_$dataset
-results=experiments/md/results/budget_$dataset
 size="model.channels=32 model.num_layers=3 model.parity=full"
-budget="trainer.max_epochs=1000 trainer.max_time=00:00:$(printf %02d "$minutes"):00 trainer.enable_progress_bar=false"
+if [ -n "${EPOCHS:-}" ]; then
+  mace_epochs=$EPOCHS nequip_epochs=$EPOCHS
+  runs=runs/epochs${EPOCHS}_$dataset
+  results=experiments/md/results/epochs${EPOCHS}_$dataset
+  budget="trainer.max_epochs=$EPOCHS trainer.max_time=null trainer.enable_progress_bar=false"
+  heading="$title at equal epochs ($EPOCHS per model)"
+  command_line="EPOCHS=$EPOCHS DATASET=$dataset bash experiments/md/budget_rmd17.sh"
+else
+  mace_epochs=${MACE_EPOCHS:-$(( minutes * 600 * 95 / 100 / mace_pace ))}
+  nequip_epochs=${NEQUIP_EPOCHS:-$(( minutes * 600 * 95 / 100 / nequip_pace ))}
+  runs=runs/budget_$dataset
+  results=experiments/md/results/budget_$dataset
+  budget="trainer.max_epochs=1000 trainer.max_time=00:00:$(printf %02d "$minutes"):00 trainer.enable_progress_bar=false"
+  heading="$title at an equal wall-clock budget ($minutes minutes)"
+  command_line="DATASET=$dataset bash experiments/md/budget_rmd17.sh $minutes"
+fi
 declare -A eqgeo_runs=(
   [eqgeo_conv_lmax1]="$size model.lmax=1"
   [eqgeo_conv_lmax2]="$size model.lmax=2"
@@ -64,9 +79,9 @@ for run in $selected; do
   echo "== $run: end $(date -u +%H:%M) UTC, load $(cut -d' ' -f1-3 /proc/loadavg)"
 done
 {
-  echo "# $title at an equal wall-clock budget ($minutes minutes)"
+  echo "# $heading"
   echo
-  echo "Command: \`DATASET=$dataset bash experiments/md/budget_rmd17.sh $minutes\` (MACE $mace_epochs epochs, NequIP $nequip_epochs) at commit $(git rev-parse --short HEAD)."
+  echo "Command: \`$command_line\` (MACE $mace_epochs epochs, NequIP $nequip_epochs) at commit $(git rev-parse --short HEAD)."
   echo "Machine: $(nproc --all) CPU cores ($(lscpu | sed -n 's/^Model name: *//p')), one run after the other."
   echo
   eqgeo-leaderboard $results | sed '1,2d'
