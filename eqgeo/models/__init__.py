@@ -4,7 +4,7 @@ All three take a ``Data``/``Batch`` with ``z`` and ``pos`` (and ``batch``; ``edg
 built at the model's cutoff when absent) and return a dict of outputs in physical units; the
 normalisation statistics they need are buffers of their ``state_dict``.
 
-PyG's SchNet and ViSNet run as baselines behind the same interfaces (:mod:`eqgeo.models.baselines`);
+PyG's SchNet, ViSNet and DimeNet++ run as baselines behind the same interfaces (:mod:`eqgeo.models.baselines`);
 ``eqgeo-train`` builds each from its config's ``_target_``.
 """
 
@@ -19,7 +19,7 @@ from ._common import (
     species_types,
 )
 from .architecture import Architecture
-from .baselines import MODES, SchNetBaseline, ViSNetBaseline
+from .baselines import MODES, DimeNetPPBaseline, SchNetBaseline, ViSNetBaseline
 from .docking import DOCKING_SPECIES, DockingModel
 from .potential import InteratomicPotential
 from .property import DEBYE_PER_E_ANGSTROM, PropertyModel
@@ -31,6 +31,7 @@ __all__ = [
     "DockingModel",
     "SchNetBaseline",
     "ViSNetBaseline",
+    "DimeNetPPBaseline",
     "Architecture",
     "MODES",
     "InteractionStack",

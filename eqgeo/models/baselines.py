@@ -1,4 +1,4 @@
-"""PyG's SchNet and ViSNet as baselines: eqgeo's neighbour lists, eqgeo's model interfaces.
+"""PyG's SchNet, ViSNet and DimeNet++ as baselines: eqgeo's neighbour lists, eqgeo's model interfaces.
 
 :class:`SchNetBaseline` and :class:`ViSNetBaseline` hold an unmodified
 :class:`torch_geometric.nn.models.SchNet` / :class:`torch_geometric.nn.models.ViSNet` (its
@@ -16,8 +16,14 @@
   :class:`~eqgeo.models.InteratomicPotential` (float64 energies with per-species shifts,
   forces ``-dE/dpos``).
 
-``eqgeo-train`` builds them from their configs' ``_target_`` (``model=schnet``, ``model=visnet``),
-with ``mode`` from the task (``${task.kind}``).
+:class:`DimeNetPPBaseline` holds PyG's :class:`torch_geometric.nn.models.DimeNetPlusPlus`, whose
+``forward`` calls PyG's ``radius_graph`` (pyg-lib) and builds its triplets with torch_sparse's
+``SparseTensor``, neither of which installs everywhere: the wrapper runs the same steps with PyG's
+blocks (its bases, embedding, interaction and output blocks, unmodified) on eqgeo's neighbour list
+and :func:`triplets`, plain PyTorch.
+
+``eqgeo-train`` builds them from their configs' ``_target_`` (``model=schnet``, ``model=visnet``,
+``model=dimenetpp``), with ``mode`` from the task (``${task.kind}``).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor
-from torch_geometric.nn.models import SchNet, ViSNet
+from torch_geometric.nn.models import DimeNetPlusPlus, SchNet, ViSNet
 from torch_geometric.nn.models.schnet import RadiusInteractionGraph
 from torch_geometric.nn.models.visnet import Distance, GatedEquivariantBlock
 
@@ -42,6 +48,8 @@ __all__ = [
     "NeighborListDistance",
     "SchNetBaseline",
     "ViSNetBaseline",
+    "DimeNetPPBaseline",
+    "triplets",
     "MODES",
 ]
 
@@ -431,3 +439,131 @@ class ViSNetBaseline(_PyGBaseline):
             f"hidden_channels={r.hidden_channels}, num_layers={r.num_layers}, num_heads={r.num_heads}, "
             f"num_rbf={r.num_rbf}, lmax={r.lmax}"
         )
+
+
+def triplets(edge_index: Tensor, num_nodes: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Every two-edge path ``k -> j -> i`` with ``k != i`` of a directed graph, in plain PyTorch.
+
+    What PyG's ``torch_geometric.nn.models.dimenet.triplets`` computes with torch_sparse (the same
+    paths; their order may differ).
+
+    Args:
+        edge_index: ``(2, E)`` edges ``[source j, target i]``.
+        num_nodes: the number of nodes.
+
+    Returns:
+        ``(idx_i, idx_j, idx_k, idx_kj, idx_ji)``: per path, its three nodes, the index of its edge
+        ``k -> j`` and of its edge ``j -> i`` in ``edge_index``.
+
+    Example:
+        >>> idx_i, idx_j, idx_k, idx_kj, idx_ji = triplets(torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]]), 3)
+        >>> sorted(zip(idx_k.tolist(), idx_j.tolist(), idx_i.tolist()))  # the chain 0 - 1 - 2
+        [(0, 1, 2), (2, 1, 0)]
+    """
+    row, col = edge_index  # j -> i
+    num_edges = row.numel()
+    order = torch.argsort(col, stable=True)  # edges grouped by target
+    counts = torch.bincount(col, minlength=num_nodes)
+    start = torch.cumsum(counts, 0) - counts  # the first edge into each node, in ``order``
+    per_edge = counts[row]  # edges k -> j into the source j of each edge j -> i
+    idx_ji = torch.repeat_interleave(torch.arange(num_edges, device=row.device), per_edge)
+    first = torch.cumsum(per_edge, 0) - per_edge
+    offset = torch.arange(idx_ji.numel(), device=row.device) - first[idx_ji]
+    idx_kj = order[start[row[idx_ji]] + offset]
+    idx_i, idx_j, idx_k = col[idx_ji], row[idx_ji], row[idx_kj]
+    keep = idx_i != idx_k
+    return idx_i[keep], idx_j[keep], idx_k[keep], idx_kj[keep], idx_ji[keep]
+
+
+class DimeNetPPBaseline(_PyGBaseline):
+    r"""PyG's :class:`~torch_geometric.nn.models.DimeNetPlusPlus` (https://arxiv.org/abs/2011.14115)
+    on eqgeo's neighbour list and :func:`triplets`, with the interface of
+    :class:`~eqgeo.models.PropertyModel` (``mode="property"``) or
+    :class:`~eqgeo.models.InteratomicPotential` (``mode="energy"``).
+
+    PyG's forward needs pyg-lib (``radius_graph``) and torch_sparse (its triplets); this runs its
+    steps with its own blocks, unmodified: distances and angles ``atan2(|a x b|, a . b)`` of every
+    triplet ``k -> j -> i`` (DimeNet++'s ``pos_ij``, ``pos_jk``), the radial and spherical bases,
+    the embedding block, the interaction and output blocks, and the sum over atoms (tested equal
+    to PyG's forward run on a brute-force neighbour list and triplets). De-normalisation and statistics as
+    :class:`SchNetBaseline`; ``num_targets`` are PyG's ``out_channels``. Invariant under
+    rotations, reflections, translations and permutations; smooth at the cutoff (DimeNet's
+    polynomial envelope).
+
+    Args:
+        species: atomic numbers the model knows (below 95, PyG's embedding table).
+        mode: ``"property"`` or ``"energy"``.
+        num_targets, reduce: ``mode="property"`` only (defaults 1 and ``"sum"``).
+        hidden_channels, num_blocks, int_emb_size, basis_emb_size, out_emb_channels, num_spherical,
+            num_radial, envelope_exponent, num_before_skip, num_after_skip, num_output_layers:
+            PyG's DimeNet++ arguments (defaults: the paper's QM9 model).
+        cutoff: neighbour cutoff (Å).
+        max_num_neighbors: nearest neighbours kept per atom (``None``: all).
+        avg_num_neighbors: accepted for ``eqgeo-train``'s uniform interface; not used.
+
+    Example:
+        >>> import torch
+        >>> from torch_geometric.data import Data
+        >>> model = DimeNetPPBaseline([1, 8], hidden_channels=8, num_blocks=1, int_emb_size=4, basis_emb_size=2,
+        ...                           out_emb_channels=8, num_spherical=3, num_radial=3)
+        >>> water = Data(z=torch.tensor([8, 1, 1]), pos=torch.tensor([[0.0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]]))
+        >>> model(water)["y"].shape
+        torch.Size([1, 1])
+    """
+
+    def __init__(
+        self,
+        species: Sequence[int],
+        mode: str = "property",
+        num_targets: Optional[int] = None,
+        reduce: Union[str, Sequence[str], None] = None,
+        *,
+        hidden_channels: int = 128,
+        num_blocks: int = 4,
+        int_emb_size: int = 64,
+        basis_emb_size: int = 8,
+        out_emb_channels: int = 256,
+        num_spherical: int = 7,
+        num_radial: int = 6,
+        envelope_exponent: int = 5,
+        num_before_skip: int = 1,
+        num_after_skip: int = 2,
+        num_output_layers: int = 3,
+        cutoff: float = 5.0,
+        max_num_neighbors: Optional[int] = None,
+        avg_num_neighbors: Optional[float] = None,
+    ) -> None:
+        if any(int(z) >= 95 for z in species):
+            raise ValueError(f"DimeNetPPBaseline: species must be below 95 (PyG's DimeNet embedding table), got {list(species)}")
+        super().__init__(species, mode, num_targets, reduce, cutoff, max_num_neighbors, avg_num_neighbors)
+        self.net = DimeNetPlusPlus(
+            hidden_channels=hidden_channels, out_channels=self.num_outputs, num_blocks=num_blocks,
+            int_emb_size=int_emb_size, basis_emb_size=basis_emb_size, out_emb_channels=out_emb_channels,
+            num_spherical=num_spherical, num_radial=num_radial, cutoff=cutoff, envelope_exponent=envelope_exponent,
+            num_before_skip=num_before_skip, num_after_skip=num_after_skip, num_output_layers=num_output_layers,
+        )
+        self._sizes = dict(hidden_channels=hidden_channels, num_blocks=num_blocks, num_spherical=num_spherical,
+                           num_radial=num_radial)
+
+    def atom_sums(self, z: Tensor, pos: Tensor, batch: Tensor) -> Tensor:
+        net, n = self.net, pos.shape[0]
+        edge_index = _radius_edges(pos, self.cutoff, batch, self.max_num_neighbors)
+        j, i = edge_index
+        idx_i, idx_j, idx_k, idx_kj, idx_ji = triplets(edge_index, n)
+        dist = (pos[i] - pos[j]).square().sum(dim=-1).sqrt()
+        pos_jk, pos_ij = pos[idx_j] - pos[idx_k], pos[idx_i] - pos[idx_j]
+        a = (pos_ij * pos_jk).sum(dim=-1)
+        b = torch.cross(pos_ij, pos_jk, dim=1).norm(dim=-1)
+        angle = torch.atan2(b, a)
+        rbf = net.rbf(dist)
+        sbf = net.sbf(dist, angle, idx_kj)
+        x = net.emb(z, rbf, i, j)
+        P = net.output_blocks[0](x, rbf, i, num_nodes=n)
+        for interaction_block, output_block in zip(net.interaction_blocks, net.output_blocks[1:]):
+            x = interaction_block(x, rbf, sbf, idx_kj, idx_ji)
+            P = P + output_block(x, rbf, i, num_nodes=n)
+        num_graphs = int(batch.max()) + 1 if batch.numel() else 0
+        return scatter_sum(P, batch, num_graphs)
+
+    def _describe(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self._sizes.items())

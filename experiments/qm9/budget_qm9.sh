@@ -9,6 +9,8 @@
 #   eqgeo_conv_lmax1, eqgeo_conv_lmax2: eqgeo's convolution network (32 channels, 3 layers), lr 2e-2
 #   eqgeo_transformer: eqgeo's equivariant transformer (lmax 1), lr 2e-2 (TRANSFORMER_LR)
 #   schnet, visnet: PyG's SchNet and ViSNet (their default sizes) through eqgeo's pipeline, lr 2e-3 each (VISNET_LR)
+#   dimenetpp: PyG's DimeNet++ (the paper's QM9 size, 1.9 M weights) through eqgeo's pipeline (its neighbour list and
+#     triplets: PyG's own forward needs pyg-lib and torch_sparse), lr 1e-3 (the paper's; DIMENET_LR)
 #   eqgeo_conv_lmax1_scalar_mu (TARGET mu only): mu from a scalar readout instead of the dipole head
 # Runs go to runs/budget_qm9/<target>/<run>/, their metrics.json and config.yaml to
 # experiments/qm9/results/budget_qm9/<target>/<run>/, the table to experiments/qm9/results/budget_qm9_<target>.md.
@@ -17,7 +19,7 @@ source experiments/results.sh
 minutes=${1:?minutes}
 target=${2:?target: gap, U0 or mu}
 shift 2
-all="eqgeo_conv_lmax1 eqgeo_conv_lmax2 eqgeo_transformer schnet visnet"
+all="eqgeo_conv_lmax1 eqgeo_conv_lmax2 eqgeo_transformer schnet visnet dimenetpp"
 case $target in
   gap) task="task.targets=[gap]" ;;
   U0) task="task.targets=[U0_atom] task.reduce=sum" ;;
@@ -35,6 +37,7 @@ declare -A models=(
   [eqgeo_transformer]="model=transformer $size model.lmax=1 task.lr=${TRANSFORMER_LR:-2e-2}"
   [schnet]="model=schnet task.lr=2e-3"
   [visnet]="model=visnet task.lr=${VISNET_LR:-2e-3}"
+  [dimenetpp]="model=dimenetpp task.lr=${DIMENET_LR:-1e-3}"
   [eqgeo_conv_lmax1_scalar_mu]="$size model.lmax=1 task.lr=2e-2 task.dipole=false"
 )
 for run in $selected; do

@@ -1,4 +1,4 @@
-"""PyG's SchNet and ViSNet behind eqgeo's interfaces: symmetries, forces, state_dict, and equality with
+"""PyG's SchNet, ViSNet and DimeNet++ behind eqgeo's interfaces: symmetries, forces, state_dict, and equality with
 PyG's own models on a brute-force neighbour list built here."""
 
 import doctest
@@ -6,13 +6,13 @@ import doctest
 import pytest
 import torch
 from torch_geometric.data import Batch, Data
-from torch_geometric.nn.models import SchNet, ViSNet
+from torch_geometric.nn.models import DimeNetPlusPlus, SchNet, ViSNet
 from torch_geometric.nn.models.visnet import GatedEquivariantBlock
 
 import eqgeo.models.baselines as baselines
 from eqgeo.inference.checkpoint import instantiate_model
-from eqgeo.models import InteratomicPotential, PropertyModel, SchNetBaseline, ViSNetBaseline
-from eqgeo.models.baselines import NeighborListDistance, NeighborListInteractionGraph
+from eqgeo.models import DimeNetPPBaseline, InteratomicPotential, PropertyModel, SchNetBaseline, ViSNetBaseline
+from eqgeo.models.baselines import NeighborListDistance, NeighborListInteractionGraph, triplets
 
 from ._mixin import GRAPH, NODE, EnergyModelTests, ModelTestsMixin, random_molecules
 
@@ -23,6 +23,8 @@ MEANS, STDS = [-12.5, 6.8], [0.3, 1.3]
 HYPER = {
     SchNetBaseline: {"hidden_channels": 8, "num_filters": 8, "num_interactions": 2, "num_gaussians": 12},
     ViSNetBaseline: {"hidden_channels": 8, "num_heads": 2, "num_layers": 2, "num_rbf": 8},
+    DimeNetPPBaseline: {"hidden_channels": 8, "num_blocks": 2, "int_emb_size": 4, "basis_emb_size": 3,
+                        "out_emb_channels": 8, "num_spherical": 3, "num_radial": 4},
 }
 
 
@@ -93,7 +95,8 @@ class _EnergyTests(EnergyModelTests, _BaselineTests):
         out = model(Batch.from_data_list(graphs))
         assert out["forces"].requires_grad
         out["forces"].square().sum().backward()
-        layers = [(n, p) for n, p in model.named_parameters() if "interactions" in n or "vis_mp" in n]
+        layers = [(n, p) for n, p in model.named_parameters()
+                  if any(k in n for k in ("interactions", "vis_mp", "interaction_blocks"))]
         assert layers and all(p.grad is not None and torch.isfinite(p.grad).all() for _, p in layers)
         # ViSNet's first layer starts from zero vector features: its vector projections get zero gradients
         reached = [(n, p) for n, p in layers if "vis_mp" not in n or any(k in n for k in ("q_proj", "k_proj", "s_proj"))]
@@ -166,6 +169,14 @@ class TestViSNetEnergyLmax2Vertex(TestViSNetEnergy):
         what the forces check allows here."""
         self.outputs = {"energy": (GRAPH, "0e")}
         super().test_continuous_at_cutoff()
+
+
+class TestDimeNetPPEnergy(_EnergyTests):
+    cls = DimeNetPPBaseline
+
+
+class TestDimeNetPPProperty(_PropertyTests):
+    cls = DimeNetPPBaseline
 
 
 def test_visnet_isolated_atom_has_nan_second_derivatives():
@@ -348,3 +359,83 @@ def test_trailing_empty_graph_gets_the_statistics_of_zero_atoms():
 def test_doctests():
     result = doctest.testmod(baselines, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted >= 9
+
+
+# ------------------------------------------------------------------ DimeNet++: triplets and PyG's forward
+
+
+def _brute_triplets(edge_index):
+    """Every path k -> j -> i (k != i) by a double loop over the edges: (i, j, k, edge kj, edge ji)."""
+    src, dst = edge_index.tolist()
+    out = []
+    for ji, (j, i) in enumerate(zip(src, dst)):
+        for kj, (k, j2) in enumerate(zip(src, dst)):
+            if j2 == j and k != i:
+                out.append((i, j, k, kj, ji))
+    return out
+
+
+def test_triplets_are_every_two_edge_path():
+    data = Batch.from_data_list(_molecules(torch.float64, spread=1.2))
+    edge_index = _brute_edges(data.pos, data.batch, CUTOFF)
+    got = sorted(zip(*(t.tolist() for t in triplets(edge_index, data.num_nodes))))
+    expected = sorted(_brute_triplets(edge_index))
+    assert len(expected) > 20 and got == expected
+    # an isolated node and a graph without edges
+    assert all(t.numel() == 0 for t in triplets(torch.zeros(2, 0, dtype=torch.long), 4))
+
+
+def _pyg_triplets(edge_index, num_nodes):
+    """PyG's ``triplets`` output (col, row, idx_i, idx_j, idx_k, idx_kj, idx_ji) from the double loop."""
+    t = torch.tensor(_brute_triplets(edge_index), dtype=torch.long).reshape(-1, 5).T
+    return (edge_index[1], edge_index[0], *t)
+
+
+def _pyg_dimenet(model, monkeypatch):
+    """PyG's DimeNetPlusPlus with the wrapper's weights, its forward unchanged: its radius_graph and its
+    torch_sparse triplets (neither runs here) replaced by the brute-force edges and paths above."""
+    import torch_geometric.nn.models.dimenet as dimenet
+
+    monkeypatch.setattr(dimenet, "radius_graph", lambda pos, r, batch, max_num_neighbors: _brute_edges(pos, batch, r))
+    monkeypatch.setattr(dimenet, "triplets", _pyg_triplets)
+    h = HYPER[DimeNetPPBaseline]
+    ref = DimeNetPlusPlus(out_channels=model.num_outputs, cutoff=CUTOFF, **h).to(torch.float64).eval()
+    ref.load_state_dict(model.net.state_dict())
+    return ref
+
+
+def test_dimenetpp_property_mode_equals_pyg_forward(monkeypatch):
+    model = _model(DimeNetPPBaseline, "property", torch.float64)
+    data = Batch.from_data_list(_molecules(torch.float64))
+    ref = _pyg_dimenet(model, monkeypatch)(data.z, data.pos, data.batch)
+    n = torch.bincount(data.batch).to(torch.float64)
+    mean, std = torch.tensor(MEANS, dtype=torch.float64), torch.tensor(STDS, dtype=torch.float64)
+    expected = torch.stack([std[0] * ref[:, 0] + mean[0] * n, std[1] * ref[:, 1] / n + mean[1]], dim=1)
+    assert expected.std() > 1e-3
+    torch.testing.assert_close(model(data)["y"], expected, atol=1e-10, rtol=1e-10)
+
+
+def test_dimenetpp_energy_and_forces_equal_pyg_forward(monkeypatch):
+    model = _model(DimeNetPPBaseline, "energy", torch.float64)
+    data = Batch.from_data_list(_molecules(torch.float64))
+    pos = data.pos.clone().requires_grad_(True)
+    ref = _pyg_dimenet(model, monkeypatch)(data.z, pos, data.batch)[:, 0]
+    shift = torch.tensor(SHIFTS, dtype=torch.float64)[torch.tensor([SPECIES.index(int(z)) for z in data.z])]
+    energy = SCALE * ref + torch.zeros_like(ref).index_add(0, data.batch, shift)
+    forces = -torch.autograd.grad(energy.sum(), pos)[0]
+    out = model(data)
+    torch.testing.assert_close(out["energy"], energy.detach(), atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(out["forces"], forces, atol=1e-10, rtol=1e-10)
+
+
+def test_dimenetpp_forces_of_a_linear_molecule_are_finite_and_along_its_axis(monkeypatch):
+    """A straight triplet (CO2, |a x b| = 0 in the angle): finite forces along the axis, PyG's forward's."""
+    model = _model(DimeNetPPBaseline, "energy", torch.float64)
+    co2 = Data(z=torch.tensor([8, 6, 8]), pos=torch.tensor([[-1.16, 0.0, 0.0], [0.0, 0.0, 0.0], [1.3, 0.0, 0.0]],
+                                                          dtype=torch.float64))
+    out = model(co2)
+    assert torch.isfinite(out["forces"]).all() and out["forces"][:, 0].abs().max() > 1e-6
+    torch.testing.assert_close(out["forces"][:, 1:], torch.zeros(3, 2, dtype=torch.float64))
+    pos = co2.pos.clone().requires_grad_(True)
+    ref = _pyg_dimenet(model, monkeypatch)(co2.z, pos, torch.zeros(3, dtype=torch.long))
+    torch.testing.assert_close(out["forces"], -SCALE * torch.autograd.grad(ref.sum(), pos)[0])

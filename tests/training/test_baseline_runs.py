@@ -1,4 +1,4 @@
-"""eqgeo-train with PyG's SchNet and ViSNet (model=schnet, model=visnet): smoke runs, checkpoints that
+"""eqgeo-train with PyG's SchNet, ViSNet and DimeNet++ (model=schnet, model=visnet, model=dimenetpp): smoke runs, checkpoints that
 rebuild the baseline from their hyperparameters, load with weights_only=True and reproduce the run's
 test metrics."""
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from eqgeo.data import keys as K
-from eqgeo.models import SchNetBaseline, ViSNetBaseline
+from eqgeo.models import DimeNetPPBaseline, SchNetBaseline, ViSNetBaseline
 from eqgeo.training import EnergyForcesTask, PropertyTask, train
 
 from ._helpers import TINY, TINY_MD17, TINY_QM9, cfg as _cfg
@@ -20,8 +20,10 @@ TINY_MODEL = {
     "schnet": ["model=schnet", "model.hidden_channels=8", "model.num_filters=8", "model.num_interactions=1",
                "model.num_gaussians=8"],
     "visnet": ["model=visnet", "model.hidden_channels=8", "model.num_heads=2", "model.num_layers=1", "model.num_rbf=8"],
+    "dimenetpp": ["model=dimenetpp", "model.hidden_channels=8", "model.num_blocks=1", "model.int_emb_size=4",
+                  "model.basis_emb_size=2", "model.out_emb_channels=8", "model.num_spherical=3", "model.num_radial=3"],
 }
-CLASSES = {"schnet": SchNetBaseline, "visnet": ViSNetBaseline}
+CLASSES = {"schnet": SchNetBaseline, "visnet": ViSNetBaseline, "dimenetpp": DimeNetPPBaseline}
 
 
 def _reloaded(run_dir, task_cls, model_cls, cfg, metrics):
@@ -40,7 +42,7 @@ def _reloaded(run_dir, task_cls, model_cls, cfg, metrics):
     return torch.load(path, weights_only=True), task
 
 
-@pytest.mark.parametrize("name", ["schnet", "visnet"])
+@pytest.mark.parametrize("name", ["schnet", "visnet", "dimenetpp"])
 def test_qm9_smoke_run(tmp_path, name):
     cfg = _cfg(TRAINER + TINY_QM9 + TINY_MODEL[name] + ["task.targets=[gap,U0]", "task.reduce=sum"], tmp_path)
     metrics = train(cfg)
