@@ -48,7 +48,8 @@ class Architecture:
         correlation: body order of each layer's update: ``1`` (default), the gated convolution
             alone (two-body messages, NequIP); ``nu > 1`` adds a
             :class:`~eqgeo.nn.ManyBodyProduct` of degree ``nu`` with per-species weights after
-            each layer's gate (products of up to ``nu`` neighbours' messages, MACE's idea).
+            each layer's gate (products of up to ``nu`` of an atom's gated features, which sum
+            its neighbours' messages: MACE's body order).
 
     Each model keeps its own defaults (:class:`~eqgeo.models.DockingModel`: 16 channels, 4
     layers, ``parity="full"``, 20 neighbours); :meth:`from_arguments` applies a model's keyword

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
@@ -22,18 +21,20 @@ class ManyBodyProduct(torch.nn.Module):
     .. math::
 
         A^{(1)}_{i} = x_i, \qquad
-        A^{(\nu)}_{i} = \big(A^{(\nu-1)}_i \otimes_{W^{(\nu)}_{Z_i}} x_i\big), \qquad
-        y_i = \mathrm{Linear}\Big(\frac{1}{\sqrt{\nu_{\max}}}
-              \sum_{\nu=1}^{\nu_{\max}} w^{(\nu)}_{Z_i} A^{(\nu)}_{i}\Big),
+        A^{(\nu)}_{i} = A^{(\nu-1)}_i \otimes_{W^{(\nu)}_{Z_i}} x_i, \qquad
+        y_i = \mathrm{Linear}\Big(\sum_{\nu=1}^{\nu_{\max}} w^{(\nu)}_{Z_i} A^{(\nu)}_{i}\Big),
 
     where :math:`\otimes_W` is a channel-wise (``"uuu"``) Clebsch–Gordan tensor product with one
-    weight per channel and path, chosen by the atom's species :math:`Z_i`, and :math:`w^{(1)}` is a
-    per-species, per-channel weight of the linear term (:math:`w^{(\nu)}` for :math:`\nu \ge 2` is
-    inside :math:`W^{(\nu)}`). When ``x`` is a sum over an atom's neighbours (a convolution's
-    output), :math:`A^{(\nu)}` holds :math:`(\nu+1)`-body terms: the products of :math:`\nu`
-    neighbours' messages, as MACE's symmetric contraction (Batatia et al. 2022), computed here
-    by iterated products whose intermediate irreps are those of ``x`` (MACE couples through every
-    intermediate degree; this keeps the degrees of the hidden features). Every step is
+    weight per channel and path and :math:`w^{(\nu)}` a weight per channel and irrep of degree
+    :math:`\nu`'s share of the output, all chosen by the atom's species :math:`Z_i`. The
+    :math:`w^{(\nu)}` let each degree's share be learned on its own: the coefficient of degree
+    :math:`\nu` is :math:`w^{(\nu)} W^{(\nu)} \cdots W^{(2)}`, so a degree can be switched off
+    without its products feeding the next. When ``x`` sums an atom's neighbours' messages,
+    :math:`A^{(\nu)}` has :math:`(\nu+1)`-body terms, products of :math:`\nu` messages, as MACE's
+    symmetric contraction (Batatia et al. 2022); here the products are iterated through the
+    irreps of ``x`` (MACE couples through every intermediate degree), and in eqgeo's networks
+    ``x`` is a layer's gated output (its neighbour sum after the self-connection and the gate's
+    nonlinearity, where MACE multiplies the linear neighbour sum). Every step is
     O(3)-equivariant; species weights are invariant.
 
     Args:
@@ -50,7 +51,7 @@ class ManyBodyProduct(torch.nn.Module):
     Example:
         >>> product = ManyBodyProduct("8x0e+8x1o", correlation=3, num_types=2)
         >>> product
-        ManyBodyProduct(8x0e+8x1o -> 8x0e+8x1o | correlation 3, 2 types, 288 weights)
+        ManyBodyProduct(8x0e+8x1o -> 8x0e+8x1o | correlation 3, 2 types, 352 weights)
         >>> product(torch.randn(5, 32), torch.tensor([0, 1, 1, 0, 1])).shape
         torch.Size([5, 32])
     """
@@ -86,24 +87,24 @@ class ManyBodyProduct(torch.nn.Module):
                           shared_weights=False, internal_weights=False)
             for _ in range(correlation - 1)
         )
-        # one weight table per degree: row = species
-        self.linear_weight = torch.nn.Parameter(torch.empty(num_types, len(irs) * self.channels))
+        # weight tables, row = species: each degree's share of the output (per channel and irrep), the products' paths
+        self.degree_weight = torch.nn.Parameter(torch.empty(num_types, correlation, len(irs) * self.channels))
         self.product_weights = torch.nn.ParameterList(
             torch.nn.Parameter(torch.empty(num_types, tp.weight_numel)) for tp in self.products
         )
-        # the linear term's weight index of every feature entry (block b, channel u, component m -> b*c + u)
+        # the degree weights' index of every feature entry (block b, channel u, component m -> b*c + u)
         index = [b * self.channels + u for b, (mul, ir) in enumerate(self.irreps_in) for u in range(mul) for _ in range(ir.dim)]
         self.register_buffer("_channel_of", torch.tensor(index, dtype=torch.long), persistent=False)
         self.linear = Linear(self.irreps_in, self.irreps_out)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Unit linear-term weights; product weights normal with standard deviation ``1/sqrt(paths)``
+        """Unit degree weights; product weights normal with standard deviation ``1/sqrt(paths)``
         (the paths already carry e3nn's normalisation; the extra factor starts the higher degrees
         small beside the linear term, as MACE's ``1/num_params``, so that a deep stack of cubic
         updates does not amplify its features at initialisation)."""
         with torch.no_grad():
-            self.linear_weight.fill_(1.0)
+            self.degree_weight.fill_(1.0)
             for tp, w in zip(self.products, self.product_weights):
                 w.normal_(std=len(tp.instructions) ** -0.5)
         self.linear.reset_parameters()
@@ -128,9 +129,10 @@ class ManyBodyProduct(torch.nn.Module):
             raise ValueError(
                 f"{type(self).__name__}: types must have shape ({x.shape[0]},), one per row of x, got {tuple(types.shape)}"
             )
-        out = x * self.linear_weight.to(x.dtype)[types][:, self._channel_of]
+        degree = self.degree_weight.to(x.dtype)[types][:, :, self._channel_of]  # (N, correlation, dim)
+        out = x * degree[:, 0]
         a = x
-        for tp, weight in zip(self.products, self.product_weights):
+        for nu, (tp, weight) in enumerate(zip(self.products, self.product_weights), start=1):
             a = tp(a, x, weight.to(x.dtype)[types])
-            out = out + a
-        return self.linear(out * (1.0 / math.sqrt(self.correlation)))
+            out = out + a * degree[:, nu]
+        return self.linear(out)

@@ -151,3 +151,27 @@ def test_node_type_must_be_ligand_or_protein():
     data.node_type[0] = 2
     with pytest.raises(ValueError, match=r"node_type must be 0 \(ligand\) or 1 \(protein\)"):
         model(data)
+
+
+def test_many_body_weights_are_per_species_and_kind():
+    """correlation=3: a ligand carbon and a protein carbon use different product weight rows. The outputs read
+    the ligand atoms only, so scaling the protein carbons' row of the last layer changes nothing, and the
+    ligand carbons' row changes them (the control)."""
+    model = _model(torch.float64, correlation=3)
+    data = Batch.from_data_list(_complexes(torch.float64))
+    emb = model.embedding
+    carbon = emb.species.index(6)
+    rows = {kind: carbon + emb.num_types * kind for kind in (K.NODE_LIGAND, K.NODE_PROTEIN)}
+    assert rows[K.NODE_LIGAND] != rows[K.NODE_PROTEIN]
+    last = model.interactions.products[-1]
+    assert last.degree_weight.shape[0] == emb.num_types * emb.num_kinds
+    before = model(data)
+    changed = {}
+    for kind, row in rows.items():
+        with torch.no_grad():
+            saved = last.product_weights[0][row].clone()
+            last.product_weights[0][row].mul_(3.0)
+            out = model(data)
+            last.product_weights[0][row].copy_(saved)
+        changed[kind] = max((out[k] - before[k]).abs().max().item() for k in ("translation", "rotation", "confidence"))
+    assert changed[K.NODE_PROTEIN] < 1e-12 < 1e-6 < changed[K.NODE_LIGAND]

@@ -298,7 +298,7 @@ def test_many_body_weights_are_per_species_and_correlation_one_keeps_the_old_sta
     assert not any(".products." in k for k in plain.state_dict())
     model = _model(torch.float64, correlation=3)
     product = model.interactions.products[0]
-    assert product.linear_weight.shape[0] == len(SPECIES) and len(model.interactions.products) == 2
+    assert product.degree_weight.shape[0] == len(SPECIES) and len(model.interactions.products) == 2
     data = Batch.from_data_list(_molecules(torch.float64))
     before = model(data, compute_forces=False)["atomic_energy"]
     with torch.no_grad():

@@ -49,13 +49,15 @@ def test_equivariance_check_catches_a_product_in_the_wrong_basis():
 
 def test_scalar_features_give_the_polynomial_of_the_definition():
     """On scalars (0e x 0e -> 0e, Clebsch-Gordan 1, one path per output) the recursion is a polynomial per
-    channel: y = Linear((w1 x + W2 x^2 + W3 W2 x^3) / sqrt(3)), weights of the atom's species."""
+    channel: y = Linear(v1 x + v2 W2 x^2 + v3 W3 W2 x^3), weights of the atom's species."""
     product = make(irreps="5x0e", num_types=2)
+    with torch.no_grad():
+        product.degree_weight.normal_()  # not the initial ones: each degree's weight is checked
     x = torch.randn(6, 5, dtype=torch.float64)
     types = torch.tensor([0, 1, 1, 0, 1, 0])
-    w1 = product.linear_weight[types]
+    v1, v2, v3 = product.degree_weight[types].unbind(1)
     w2, w3 = (w[types] for w in product.product_weights)
-    inner = (w1 * x + w2 * x**2 + w3 * w2 * x**3) / math.sqrt(3)
+    inner = v1 * x + v2 * w2 * x**2 + v3 * w3 * w2 * x**3
     expected = inner @ product.linear.weight.reshape(5, 5) / math.sqrt(5)
     torch.testing.assert_close(product(x, types), expected)
     # control: the weights of the other species give another output
@@ -67,6 +69,8 @@ def test_matches_e3nn_tensor_products_and_linear():
     """The recursion written with e3nn 0.6's TensorProduct and Linear loaded with the module's weights."""
     e3nn_o3 = oracle("e3nn.o3")
     product = make()
+    with torch.no_grad():
+        product.degree_weight.normal_()
     x, types = features(9)
     irs = [ir for _, ir in Irreps(IRREPS)]
     instructions = [(i, j, o, "uuu", True) for i, a in enumerate(irs) for j, b in enumerate(irs)
@@ -74,12 +78,13 @@ def test_matches_e3nn_tensor_products_and_linear():
     with default_dtype(torch.float64):
         tp = e3nn_o3.TensorProduct(IRREPS, IRREPS, IRREPS, instructions, shared_weights=False, internal_weights=False)
     index = torch.tensor([b * 4 + u for b, (mul, ir) in enumerate(Irreps(IRREPS)) for u in range(mul) for _ in range(ir.dim)])
-    out = x * product.linear_weight[types][:, index]
+    degree = product.degree_weight[types]
+    out = x * degree[:, 0, index]
     a = x
-    for w in product.product_weights:
+    for nu, w in enumerate(product.product_weights, start=1):
         a = tp(a, x, w[types])
-        out = out + a
-    expected = e3nn_linear(e3nn_o3, IRREPS, IRREPS, product.linear.weight)(out / math.sqrt(3))
+        out = out + a * degree[:, nu, index]
+    expected = e3nn_linear(e3nn_o3, IRREPS, IRREPS, product.linear.weight)(out)
     torch.testing.assert_close(product(x, types), expected)
 
 
@@ -127,10 +132,10 @@ def test_double_backward():
 
 def test_repr_and_weight_count():
     product = ManyBodyProduct("8x0e+8x1o", correlation=3, num_types=2)
-    # linear term 2 x 16; paths 0e0e->0e, 0e1o->1o, 1o0e->1o, 1o1o->0e: 4 x 8 per type and degree (2 x 2 x 32);
-    # the Linear: 8 x 8 per irrep (128)
-    assert product.weight_numel == 32 + 128 + 128
-    assert repr(product) == "ManyBodyProduct(8x0e+8x1o -> 8x0e+8x1o | correlation 3, 2 types, 288 weights)"
+    # degree weights 2 types x 3 degrees x 16; paths 0e0e->0e, 0e1o->1o, 1o0e->1o, 1o1o->0e: 4 x 8 per type and
+    # degree above 1 (2 x 2 x 32); the Linear: 8 x 8 per irrep (128)
+    assert product.weight_numel == 96 + 128 + 128
+    assert repr(product) == "ManyBodyProduct(8x0e+8x1o -> 8x0e+8x1o | correlation 3, 2 types, 352 weights)"
 
 
 @pytest.mark.parametrize(
