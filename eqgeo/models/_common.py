@@ -358,7 +358,7 @@ class InteractionStack(torch.nn.Module):
         self.radial_embedding = RadialEmbedding(num_radial, cutoff, basis=basis, p=p)
         self.convs = torch.nn.ModuleList()
         self.gates = torch.nn.ModuleList()
-        self.correlation, self.num_types = correlation, int(num_types)
+        self.num_types = int(num_types)
         # registered only when used: a correlation-1 stack keeps the state_dict of earlier versions
         self.products = torch.nn.ModuleList() if correlation > 1 else None
         self._residual = []

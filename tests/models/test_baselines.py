@@ -241,6 +241,20 @@ def _reference(model, num_outputs):
     return lambda z, pos, batch: ref(z, pos, batch)[0]
 
 
+def _check_energy_and_forces(model, reference, tol):
+    """The wrapper's energies and forces against ``reference(z, pos, batch)``, PyG's forward with the same
+    weights, scaled and shifted by the statistics ``_model`` set."""
+    data = Batch.from_data_list(_molecules(torch.float64))
+    pos = data.pos.clone().requires_grad_(True)
+    ref = reference(data.z, pos, data.batch)[:, 0]
+    shift = torch.tensor(SHIFTS, dtype=torch.float64)[torch.tensor([SPECIES.index(int(z)) for z in data.z])]
+    energy = SCALE * ref + torch.zeros_like(ref).index_add(0, data.batch, shift)
+    forces = -torch.autograd.grad(energy.sum(), pos)[0]
+    out = model(data)
+    torch.testing.assert_close(out["energy"], energy.detach(), atol=tol, rtol=tol)
+    torch.testing.assert_close(out["forces"], forces, atol=tol, rtol=tol)
+
+
 @pytest.mark.parametrize("cls", [SchNetBaseline, ViSNetBaseline], ids=["schnet", "visnet"])
 def test_property_mode_equals_pyg_model_on_brute_force_neighbours(cls):
     model = _model(cls, "property", torch.float64)
@@ -255,15 +269,7 @@ def test_property_mode_equals_pyg_model_on_brute_force_neighbours(cls):
 @pytest.mark.parametrize("cls", [SchNetBaseline, ViSNetBaseline], ids=["schnet", "visnet"])
 def test_energy_mode_equals_pyg_model_on_brute_force_neighbours(cls):
     model = _model(cls, "energy", torch.float64)
-    data = Batch.from_data_list(_molecules(torch.float64))
-    pos = data.pos.clone().requires_grad_(True)
-    ref = _reference(model, 1)(data.z, pos, data.batch)[:, 0]
-    shift = torch.tensor(SHIFTS, dtype=torch.float64)[torch.tensor([SPECIES.index(int(z)) for z in data.z])]
-    energy = SCALE * ref + torch.zeros_like(ref).index_add(0, data.batch, shift)
-    forces = -torch.autograd.grad(energy.sum(), pos)[0]
-    out = model(data)
-    torch.testing.assert_close(out["energy"], energy.detach(), atol=1e-12, rtol=1e-12)
-    torch.testing.assert_close(out["forces"], forces, atol=1e-12, rtol=1e-12)
+    _check_energy_and_forces(model, _reference(model, 1), tol=1e-12)
 
 
 # ------------------------------------------------------------------ neighbour modules
@@ -417,15 +423,7 @@ def test_dimenetpp_property_mode_equals_pyg_forward(monkeypatch):
 
 def test_dimenetpp_energy_and_forces_equal_pyg_forward(monkeypatch):
     model = _model(DimeNetPPBaseline, "energy", torch.float64)
-    data = Batch.from_data_list(_molecules(torch.float64))
-    pos = data.pos.clone().requires_grad_(True)
-    ref = _pyg_dimenet(model, monkeypatch)(data.z, pos, data.batch)[:, 0]
-    shift = torch.tensor(SHIFTS, dtype=torch.float64)[torch.tensor([SPECIES.index(int(z)) for z in data.z])]
-    energy = SCALE * ref + torch.zeros_like(ref).index_add(0, data.batch, shift)
-    forces = -torch.autograd.grad(energy.sum(), pos)[0]
-    out = model(data)
-    torch.testing.assert_close(out["energy"], energy.detach(), atol=1e-10, rtol=1e-10)
-    torch.testing.assert_close(out["forces"], forces, atol=1e-10, rtol=1e-10)
+    _check_energy_and_forces(model, _pyg_dimenet(model, monkeypatch), tol=1e-10)
 
 
 def test_dimenetpp_forces_of_a_linear_molecule_are_finite_and_along_its_axis(monkeypatch):
