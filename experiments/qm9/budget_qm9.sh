@@ -7,6 +7,7 @@
 # RUN: any of the names below (default: all, in this order); each model trains with its own learning rate,
 #   the best of a 3-minute sweep on 5,000 molecules (experiments/qm9/results/lr_sweep.md):
 #   eqgeo_conv_lmax1, eqgeo_conv_lmax2: eqgeo's convolution network (32 channels, 3 layers), lr 2e-2
+#   eqgeo_conv_lmax2_mb: the same lmax-2 network with MACE-style body order (model.correlation=3), lr 2e-2
 #   eqgeo_transformer: eqgeo's equivariant transformer (lmax 1), lr 2e-2 (TRANSFORMER_LR)
 #   schnet, visnet: PyG's SchNet and ViSNet (their default sizes) through eqgeo's pipeline, lr 2e-3 each (VISNET_LR)
 #   dimenetpp: PyG's DimeNet++ (the paper's QM9 size, 1.9 M weights) through eqgeo's pipeline (its neighbour list and
@@ -19,7 +20,7 @@ source experiments/results.sh
 minutes=${1:?minutes}
 target=${2:?target: gap, U0 or mu}
 shift 2
-all="eqgeo_conv_lmax1 eqgeo_conv_lmax2 eqgeo_transformer schnet visnet dimenetpp"
+all="eqgeo_conv_lmax1 eqgeo_conv_lmax2 eqgeo_conv_lmax2_mb eqgeo_transformer schnet visnet dimenetpp"
 case $target in
   gap) task="task.targets=[gap]" ;;
   U0) task="task.targets=[U0_atom] task.reduce=sum" ;;
@@ -34,6 +35,7 @@ size="model.channels=32 model.num_layers=3"
 declare -A models=(
   [eqgeo_conv_lmax1]="$size model.lmax=1 task.lr=2e-2"
   [eqgeo_conv_lmax2]="$size model.lmax=2 task.lr=2e-2"
+  [eqgeo_conv_lmax2_mb]="$size model.lmax=2 model.correlation=3 task.lr=2e-2"
   [eqgeo_transformer]="model=transformer $size model.lmax=1 task.lr=${TRANSFORMER_LR:-2e-2}"
   [schnet]="model=schnet task.lr=2e-3"
   [visnet]="model=visnet task.lr=${VISNET_LR:-2e-3}"
