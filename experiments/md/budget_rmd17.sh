@@ -10,6 +10,8 @@
 #       second stage are planned for the epochs that fit the budget at the pace so far (eqgeo.training.tasks).
 #   eqgeo_conv_lmax1_mb, eqgeo_conv_lmax2_mb: the same with a degree-3 many-body product after each layer
 #       (model.correlation=3, eqgeo.nn.ManyBodyProduct: MACE's body order); not in the default list.
+#   eqgeo_conv_lmax1_mb_natural, eqgeo_conv_lmax2_mb_natural: the same with one parity per degree (0e+1o+2e, as
+#       MACE's hidden features): at lmax 2, 11 product paths against 60 with both parities; not in the default list.
 #   visnet: PyG's ViSNet (its defaults, conf/model/visnet.yaml) through eqgeo's pipeline, the same recipe at lr 1e-3
 #       (at the recipe's 0.01 its weights became NaN within the first epoch).
 #   mace: experiments/md/peer_mace_rmd17.py (MACE 0.3.16's own CLI, its recipe at the same size).
@@ -58,6 +60,8 @@ declare -A eqgeo_runs=(
   [eqgeo_transformer]="model=transformer $size model.lmax=1"
   [eqgeo_conv_lmax1_mb]="$size model.lmax=1 model.correlation=3"
   [eqgeo_conv_lmax2_mb]="$size model.lmax=2 model.correlation=3"
+  [eqgeo_conv_lmax1_mb_natural]="${size/parity=full/parity=natural} model.lmax=1 model.correlation=3"
+  [eqgeo_conv_lmax2_mb_natural]="${size/parity=full/parity=natural} model.lmax=2 model.correlation=3"
   [visnet]="model=visnet task.lr=1e-3"
 )
 for run in $selected; do
