@@ -158,6 +158,10 @@ class Checkpoint:
         except ValueError as error:
             raise CheckpointError(f"checkpoint {self.path}: its model cannot be built: {error}") from None
         chosen, raw = self.weight_sets(weights)
+        upgrade = getattr(model, "upgrade_state_dict", None)  # weights added to the model since it was saved
+        if upgrade is not None:
+            upgrade(chosen)
+            upgrade(raw)
         # every name of a parameter: a module shared under two names (PyG SchNet's filter network) has both
         parameters = {name for name, _ in model.named_parameters(remove_duplicate=False)}
         state = {}

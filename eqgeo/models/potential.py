@@ -20,7 +20,7 @@ class InteratomicPotential(torch.nn.Module):
 
     .. math::
 
-        E = \sum_i \big( s_{Z_i}\, \varepsilon_i + \mu_{Z_i} \big), \qquad
+        E = \sum_i \big( s_{Z_i} (\varepsilon_i + b) + \mu_{Z_i} \big), \qquad
         \mathbf{F}_i = -\frac{\partial E}{\partial \mathbf{r}_i}, \qquad
         \sigma = \frac{1}{V} \frac{\partial E}{\partial \epsilon},
 
@@ -28,7 +28,8 @@ class InteratomicPotential(torch.nn.Module):
     ``num_layers`` interaction layers (:class:`~eqgeo.nn.EquivariantConv` or
     :class:`~eqgeo.nn.EquivariantTransformerConv`, each followed by a gate) on a species
     embedding, and :math:`s_Z`, :math:`\mu_Z` are per-species scales and shifts taken from the
-    training data (:meth:`from_data` / :meth:`set_statistics`). Forces are the negative gradient of
+    training data (:meth:`from_data` / :meth:`set_statistics`), and :math:`b` a learned offset per
+    atom (``energy_bias``, zero at the start). Forces are the negative gradient of
     the energy (through autograd, with ``create_graph=True`` while training so the force loss can
     be back-propagated); the stress of a periodic cell is the derivative with respect to a
     symmetric strain :math:`\epsilon` applied to positions and cell, divided by the volume
@@ -70,6 +71,20 @@ class InteratomicPotential(torch.nn.Module):
         n = len(self.embedding.species)
         self.register_buffer("energy_shift", torch.zeros(n, dtype=torch.float64))
         self.register_buffer("energy_scale", torch.ones(n))
+        # b: the readout's mean output is not zero at the start (a SiLU layer with a positive mean): in 3 seeds of the
+        # 3BPA lmax-2 network, -0.02, 0.13 and -0.53 energy scales per atom, an offset the forces do not see. Only the
+        # energy loss removes it, and through the network's weights that took most of a 20-minute budget
+        # (experiments/md/results/budget_3bpa.md: validation energy MAE equal to its RMSE, one constant offset, until
+        # the second stage). b moves the energy and not the forces, so the optimiser gives it its own step. One number
+        # for all species: with one composition (rMD17, 3BPA) per-species offsets would not be determined.
+        self.energy_bias = torch.nn.Parameter(torch.zeros(()))
+        self.register_load_state_dict_pre_hook(_upgrade_on_load)
+
+    @staticmethod
+    def upgrade_state_dict(state: dict, prefix: str = "") -> None:
+        """Adds, in place, the weights a state dict saved before they existed lacks, with the values that keep its
+        function (``energy_bias``: zero). ``load_state_dict`` and eqgeo's checkpoint reader call it."""
+        state.setdefault(prefix + "energy_bias", torch.zeros(()))
 
     # ------------------------------------------------------------------ statistics
     def set_statistics(self, energy_shift: Tensor, energy_scale) -> None:
@@ -127,7 +142,7 @@ class InteratomicPotential(torch.nn.Module):
         x = self.embedding.embedding(types)
         edge_vec = edge_vectors(pos, edge_index, shifts, cell, batch)
         x = self.interactions(x, edge_index, edge_vec, types)
-        e = self.readout(x).squeeze(-1) * self.energy_scale.to(x.dtype)[types]
+        e = (self.readout(x).squeeze(-1) + self.energy_bias.to(x.dtype)) * self.energy_scale.to(x.dtype)[types]
         return e.to(torch.float64) + self.energy_shift[types]
 
     def forward(self, data, compute_forces: bool = True, compute_stress: Optional[bool] = None) -> dict[str, Tensor]:
@@ -170,3 +185,7 @@ class InteratomicPotential(torch.nn.Module):
             f"{type(self).__name__}(species={self.embedding.species}, {self.interactions.irreps_out}, "
             f"{len(self.interactions.convs)} {self.interactions.layer} layers, cutoff={self.cutoff:g}, {n} weights)"
         )
+
+
+def _upgrade_on_load(module: InteratomicPotential, state: dict, prefix: str, *args) -> None:
+    module.upgrade_state_dict(state, prefix)

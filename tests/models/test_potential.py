@@ -47,14 +47,20 @@ class _PotentialTests(EnergyModelTests, ModelTestsMixin):
         torch.testing.assert_close(forces[0], forces[1], atol=1e-9, rtol=0)
 
     def test_training_step_reaches_all_weights(self):
-        """In training mode forces keep their graph: a force loss gives gradients to every weight."""
+        """In training mode forces keep their graph: a force loss gives gradients to every weight but the energy
+        offset per atom, which moves every energy by the same amount per atom and no force; the energy reaches it."""
         model = self.make_model(torch.float64).train()
         data = Batch.from_data_list(self.make_graphs(torch.float64))
         out = model(data)
         assert out["forces"].requires_grad
-        out["forces"].square().sum().backward()
+        out["forces"].square().sum().backward(retain_graph=True)
         missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-        assert not missing, missing
+        assert missing == ["energy_bias"], missing
+        model.zero_grad()
+        out["energy"].sum().backward()
+        # dE/db = sum over atoms of the atom's species scale
+        expected = model.energy_scale[model.embedding.types(data.z, data.batch)].sum()
+        torch.testing.assert_close(model.energy_bias.grad, expected.to(model.energy_bias.dtype))
 
 
 class TestPotentialConv(_PotentialTests):
@@ -97,8 +103,9 @@ def test_compiled_forces(training):
     expected = forces(pos)
     torch.testing.assert_close(got, expected)
     assert got.requires_grad == training
-    if training:
-        grads = [torch.autograd.grad(f.square().sum(), list(model.parameters())) for f in (got, expected)]
+    if training:  # every weight but the energy offset, which no force depends on
+        weights = [p for n, p in model.named_parameters() if n != "energy_bias"]
+        grads = [torch.autograd.grad(f.square().sum(), weights) for f in (got, expected)]
         for a, b in zip(*grads):
             torch.testing.assert_close(a, b)
     torch._dynamo.reset()
@@ -308,3 +315,28 @@ def test_many_body_weights_are_per_species_and_correlation_one_keeps_the_old_sta
     assert oxygen.any() and (~oxygen).any()
     torch.testing.assert_close(after[~oxygen], before[~oxygen])  # the last layer's product acts per atom
     assert (after[oxygen] - before[oxygen]).abs().max() > 1e-6
+
+
+def test_energy_bias_moves_energies_not_forces_and_old_state_dicts_load():
+    """energy_bias adds scale_Z * b to every atom's energy and nothing to the forces (a readout weight, the negative
+    control, moves both); a state dict saved before it existed loads with b = 0, the function it was saved with."""
+    model = _model(torch.float64)
+    data = Batch.from_data_list(_molecules(torch.float64))
+    before = model(data)
+    with torch.no_grad():
+        model.energy_bias.fill_(0.25)
+    after = model(data)
+    scale = model.energy_scale[model.embedding.types(data.z, data.batch)]
+    torch.testing.assert_close(after["atomic_energy"] - before["atomic_energy"], 0.25 * scale)
+    torch.testing.assert_close(after["forces"], before["forces"], atol=1e-12, rtol=0)
+    with torch.no_grad():
+        model.readout[0].weight.mul_(1.5)
+    moved = model(data)
+    assert (moved["forces"] - after["forces"]).abs().max() > 1e-6
+    old = {k: v for k, v in model.state_dict().items() if k != "energy_bias"}
+    fresh = _model(torch.float64)
+    with torch.no_grad():
+        fresh.energy_bias.fill_(1.0)
+    fresh.load_state_dict(old)  # strict: the missing key is filled in
+    assert fresh.energy_bias.item() == 0.0
+    torch.testing.assert_close(fresh(data)["energy"], moved["energy"] - 0.25 * torch.zeros_like(moved["energy"]).index_add(0, data.batch, scale))
