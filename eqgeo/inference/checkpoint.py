@@ -174,8 +174,10 @@ class Checkpoint:
         extra = sorted(set(chosen) - set(state))
         if extra:
             raise CheckpointError(f"checkpoint {self.path} has weights {self.model['_target_']} does not know: {extra[:5]}")
-        # the dtype of the trained weights (float64 statistics buffers stay float64 either way)
-        trained = next((state[n].dtype for n in parameters if state[n].is_floating_point()), torch.float32)
+        # the dtype of the trained weights (float64 statistics buffers stay float64 either way); the first parameter in
+        # the model's order, not in the set's (hash) order
+        trained = next((state[n].dtype for n, _ in model.named_parameters(remove_duplicate=False)
+                        if state[n].is_floating_point()), torch.float32)
         model = model.to(dtype or trained)
         try:
             model.load_state_dict(state)
@@ -224,8 +226,28 @@ def read_checkpoint(path: Union[str, Path], *, resumable: bool = False) -> Check
     if record is None:
         record = _record_of_format_0(contents["hyper_parameters"], path)
     _check_record(record, path)
+    if resumable:
+        _check_optimizer_fits(contents, record, path)
     return Checkpoint(path=path, kind=record["kind"], task=dict(record["task"]), model=dict(record["model"]),
                       format=int(record["format"]), contents=contents)
+
+
+def _check_optimizer_fits(contents: dict, record: dict, path: Path) -> None:
+    """A checkpoint saved before its model gained weights (``added_weights``) loads for inference and export (the
+    weights are filled in), but its optimiser state has no entry for them: training cannot resume from it."""
+    from hydra.utils import get_class
+
+    try:
+        added = getattr(get_class(record["model"]["_target_"]), "added_weights", ())
+    except Exception:  # noqa: BLE001 - a model that cannot be imported fails later, with its own message
+        return
+    missing = [name for name in added if f"model.{name}" not in contents["state_dict"]]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {path} was saved before {record['model']['_target_']} had the weights {missing}: it loads for "
+            "eqgeo-evaluate, eqgeo-export and the calculator (they are filled in), but its optimiser state has no entry "
+            "for them, so eqgeo-train cannot resume from it; start a new run"
+        )
 
 
 def _check_record(record: Any, path: Path) -> None:

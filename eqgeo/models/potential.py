@@ -71,20 +71,28 @@ class InteratomicPotential(torch.nn.Module):
         n = len(self.embedding.species)
         self.register_buffer("energy_shift", torch.zeros(n, dtype=torch.float64))
         self.register_buffer("energy_scale", torch.ones(n))
-        # b: the readout's mean output is not zero at the start (a SiLU layer with a positive mean): in 3 seeds of the
-        # 3BPA lmax-2 network, -0.02, 0.13 and -0.53 energy scales per atom, an offset the forces do not see. Only the
-        # energy loss removes it, and through the network's weights that took most of a 20-minute budget
-        # (experiments/md/results/budget_3bpa.md: validation energy MAE equal to its RMSE, one constant offset, until
-        # the second stage). b moves the energy and not the forces, so the optimiser gives it its own step. One number
-        # for all species: with one composition (rMD17, 3BPA) per-species offsets would not be determined.
+        # b: the readout's mean output at the start is not zero (in 3 seeds of the 3BPA lmax-2 network, -0.02, 0.13 and
+        # -0.53 energy scales per atom), an offset the forces do not see. Only the energy loss removes it, and through
+        # the network's weights that took most of a 20-minute budget (experiments/md/results/budget_3bpa/*/metrics.json:
+        # validation energy MAE equal to its RMSE, one constant offset, until the second stage). b moves the energy and
+        # no force, and Adam's per-weight step size moves it at the full learning rate whatever the energy weight. One
+        # number for all species: with one composition (rMD17, 3BPA) per-species offsets would not be determined.
         self.energy_bias = torch.nn.Parameter(torch.zeros(()))
         self.register_load_state_dict_pre_hook(_upgrade_on_load)
+
+    #: Weights added since the first release: a state dict saved before may lack them (:meth:`upgrade_state_dict`).
+    added_weights: ClassVar[tuple[str, ...]] = ("energy_bias",)
 
     @staticmethod
     def upgrade_state_dict(state: dict, prefix: str = "") -> None:
         """Adds, in place, the weights a state dict saved before they existed lacks, with the values that keep its
-        function (``energy_bias``: zero). ``load_state_dict`` and eqgeo's checkpoint reader call it."""
-        state.setdefault(prefix + "energy_bias", torch.zeros(()))
+        function (``energy_bias``: zero, in the dtype of the saved readout). ``load_state_dict`` and eqgeo's
+        checkpoint reader call it."""
+        if prefix + "energy_bias" in state:
+            return
+        dtype = next((v.dtype for k, v in state.items() if k.startswith(prefix + "readout.") and v.is_floating_point()),
+                     torch.get_default_dtype())
+        state[prefix + "energy_bias"] = torch.zeros((), dtype=dtype)
 
     # ------------------------------------------------------------------ statistics
     def set_statistics(self, energy_shift: Tensor, energy_scale) -> None:

@@ -70,6 +70,28 @@ def test_old_checkpoints_get_a_record(name, kind, target):
     assert all(state[k].abs().max() == 0 for k in added)
 
 
+def test_checkpoints_saved_before_added_weights_load_but_do_not_resume(tmp_path):
+    """The old potential lacks energy_bias: its optimiser state has no entry for it, so resuming is refused with the
+    reason, while reading it for inference works; the old property model (no added weights) still resumes."""
+    with pytest.raises(CheckpointError, match=r"before eqgeo.models.InteratomicPotential had the weights "
+                                              r"\['energy_bias'\].*cannot resume from it"):
+        read_checkpoint(_old("energy"), resumable=True)
+    read_checkpoint(_old("energy")).build_model()
+    read_checkpoint(_old("property"), resumable=True)
+    # a float64 potential saved before: the added weight comes in float64, and so does the model
+    from eqgeo.models import InteratomicPotential
+
+    old = read_checkpoint(_old("energy"))
+    contents = dict(old.contents)
+    contents["state_dict"] = {k: (v.double() if v.is_floating_point() else v) for k, v in old.contents["state_dict"].items()}
+    contents.pop("current_model_state", None)
+    path = tmp_path / "float64.ckpt"
+    torch.save(contents, path)
+    model = read_checkpoint(path).build_model()
+    assert isinstance(model, InteratomicPotential)
+    assert model.energy_bias.dtype == torch.float64 and model.readout[0].weight.dtype == torch.float64
+
+
 @pytest.mark.parametrize("case, name, data, options", [
     ("energy", "energy", "xyz", {"energy_unit": "kcal/mol"}),
     ("schnet", "schnet", "xyz", {"energy_unit": "kcal/mol"}),

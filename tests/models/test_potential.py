@@ -340,3 +340,8 @@ def test_energy_bias_moves_energies_not_forces_and_old_state_dicts_load():
     fresh.load_state_dict(old)  # strict: the missing key is filled in
     assert fresh.energy_bias.item() == 0.0
     torch.testing.assert_close(fresh(data)["energy"], moved["energy"] - 0.25 * torch.zeros_like(moved["energy"]).index_add(0, data.batch, scale))
+    # the added weight comes in the dtype of the saved model (negative control: float32)
+    for dtype in (torch.float64, torch.float32):
+        state = {k: v for k, v in _model(dtype).state_dict().items() if k != "energy_bias"}
+        InteratomicPotential.upgrade_state_dict(state)
+        assert state["energy_bias"].dtype == dtype
