@@ -83,16 +83,15 @@ class InteratomicPotential(torch.nn.Module):
     #: Weights added since the first release: a state dict saved before may lack them (:meth:`upgrade_state_dict`).
     added_weights: ClassVar[tuple[str, ...]] = ("energy_bias",)
 
-    @staticmethod
-    def upgrade_state_dict(state: dict, prefix: str = "") -> None:
-        """Adds, in place, the weights a state dict saved before they existed lacks, with the values that keep its
-        function (``energy_bias``: zero, in the dtype of the saved readout). ``load_state_dict`` and eqgeo's
-        checkpoint reader call it."""
-        if prefix + "energy_bias" in state:
-            return
+    @classmethod
+    def upgrade_state_dict(cls, state: dict, prefix: str = "") -> None:
+        """Adds, in place, the :attr:`added_weights` a state dict saved before they existed lacks, with the values
+        that keep its function (zero, in the dtype of the saved readout). ``load_state_dict`` and eqgeo's checkpoint
+        reader call it."""
         dtype = next((v.dtype for k, v in state.items() if k.startswith(prefix + "readout.") and v.is_floating_point()),
                      torch.get_default_dtype())
-        state[prefix + "energy_bias"] = torch.zeros((), dtype=dtype)
+        for name in cls.added_weights:
+            state.setdefault(prefix + name, torch.zeros((), dtype=dtype))
 
     # ------------------------------------------------------------------ statistics
     def set_statistics(self, energy_shift: Tensor, energy_scale) -> None:
