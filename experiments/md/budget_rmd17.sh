@@ -25,6 +25,9 @@
 #   with trainer.max_epochs=N and no time limit (its cosine and second stage planned for N epochs, as MACE's
 #   --max_num_epochs and its SWA stage from 3/4 are), MACE and NequIP with N; MINUTES is then ignored. Runs go to
 #   runs/epochs${N}_$DATASET/, results to experiments/md/results/epochs${N}_$DATASET[/ and .md].
+# PEER_THREADS=N (in the environment; default 2): MACE's and NequIP's torch threads. At equal epochs their results
+#   do not depend on it; one thread keeps them from stalling beside another run (MACE on 2 threads beside a
+#   single-thread MD run took 12 minutes for one rMD17 epoch that takes 20 s alone).
 set -euo pipefail
 source experiments/results.sh
 minutes=${1:-20}
@@ -32,6 +35,7 @@ shift || true
 all="eqgeo_conv_lmax1 eqgeo_conv_lmax2 eqgeo_transformer visnet mace nequip"
 selected=${*:-$all}
 dataset=${DATASET:-rmd17}
+peer_threads=${PEER_THREADS:-2}
 case $dataset in
   rmd17) peer_dataset=rmd17_ethanol title="rMD17 ethanol" mace_pace=200 nequip_pace=100 ;;  # paces in 0.1 s
   3bpa) peer_dataset=3bpa title="3BPA (300 K, 400 training frames)" mace_pace=240 nequip_pace=75 ;;
@@ -68,10 +72,10 @@ for run in $selected; do
   rm -rf "$runs/$run"
   echo "== $run: start $(date -u +%H:%M) UTC, load $(cut -d' ' -f1-3 /proc/loadavg)"
   case $run in
-    mace) command=(python experiments/md/peer_mace_rmd17.py --dataset $peer_dataset --epochs "$mace_epochs" --threads 2
+    mace) command=(python experiments/md/peer_mace_rmd17.py --dataset $peer_dataset --epochs "$mace_epochs" --threads "$peer_threads"
                    --out "$runs/$run") ;;
     nequip) command=(python experiments/md/peer_nequip_rmd17.py --dataset $peer_dataset --epochs "$nequip_epochs"
-                     --threads 2 --out "$runs/$run") ;;
+                     --threads "$peer_threads" --out "$runs/$run") ;;
     *) [ -n "${eqgeo_runs[$run]+x}" ] || { echo "unknown run $run (one of: $all)" >&2; exit 2; }
        command=(eqgeo-train experiment=$dataset ${eqgeo_runs[$run]} $budget hydra.run.dir="$runs/$run") ;;
   esac
