@@ -396,7 +396,10 @@ def _callbacks(cfg: DictConfig, trainer_cfg: dict, run_dir: Path) -> list[Callba
     ema_decay = trainer_cfg.pop("ema_decay")
     callbacks = [
         ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/loss", save_last=True),
-        EarlyStopping(monitor="val/loss", patience=trainer_cfg.pop("early_stopping_patience")),
+        # checked when validation ends, not when a training epoch ends: a run that trainer.max_steps stops inside
+        # its first epoch has no val/loss at that epoch's end, and Lightning's default check would raise there
+        EarlyStopping(monitor="val/loss", patience=trainer_cfg.pop("early_stopping_patience"),
+                      check_on_train_epoch_end=False),
         LearningRateMonitor(),
     ]
     if ema_decay is not None:
@@ -441,6 +444,9 @@ def _load_best(task: RecordedTask, trainer: L.Trainer) -> Optional[str]:
     best = trainer.checkpoint_callback.best_model_path or None
     if best is not None:
         task.load_state_dict(torch.load(best, map_location=task.device, weights_only=True)["state_dict"])
+    else:
+        log.warning("no validation ran before training stopped (at step %d, inside epoch %d): the test uses the "
+                    "last weights, and metrics.json has best_checkpoint null", trainer.global_step, trainer.current_epoch)
     return best
 
 

@@ -97,6 +97,21 @@ def test_rmd17_smoke_run_and_resume(tmp_path, shared_data_env):
     assert torch.load(last, weights_only=True)["global_step"] == 2 * steps
 
 
+@pytest.mark.slow
+def test_max_steps_inside_the_first_epoch_tests_the_last_weights(tmp_path, caplog):
+    """trainer.max_steps can stop a run before any validation: early stopping must not ask for the missing
+    val/loss, and the test runs on the last weights, said so in the log and in metrics.json. A run of whole epochs
+    is the control: it has a best checkpoint."""
+    steps = TINY + TINY_QM9 + ["+trainer.max_steps=2"]  # 3 batches per epoch: stops inside the first
+    with caplog.at_level("WARNING", logger=train.__module__):
+        metrics = train(_cfg(steps, tmp_path / "steps"))
+    assert metrics["best_checkpoint"] is None and metrics["test"]["gap_mae"]["value"] > 0
+    assert torch.load(tmp_path / "steps" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+    assert "no validation ran" in caplog.text
+    control = train(_cfg(TINY + TINY_QM9, tmp_path / "epoch"))
+    assert control["best_checkpoint"] is not None and Path(control["best_checkpoint"]).name == "best.ckpt"
+
+
 def test_missing_data_file_names_the_file_and_the_override(tmp_path):
     cfg = _cfg(TINY + ["experiment=rmd17", "data.train_file=/nowhere/train.xyz"], tmp_path)
     with pytest.raises(FileNotFoundError, match=r"/nowhere/train.xyz does not exist .*set data.train_file="):
