@@ -325,7 +325,14 @@ class PropertyTask(_Task):
         self.units = {t: target_units[c] for t, c in zip(targets, self.columns)}
         scalars = scalar_targets(targets, dipole)
         extra = {"dipole": True} if dipole else {}
-        self.model = self.build_model(model, num_targets=len(scalars), reduce=reduce, **extra)
+        try:
+            self.model = self.build_model(model, num_targets=len(scalars), reduce=reduce, **extra)
+        except ValueError as error:
+            if dipole and "'dipole'" in str(error):
+                raise ValueError(f"task.dipole=true needs a model with a dipole head (eqgeo's PropertyModel); "
+                                 f"{error}. Set task.dipole=false to predict {DIPOLE_TARGET!r} with a scalar "
+                                 f"readout") from None
+            raise
         # every target's statistics (the model holds those of its scalar readouts): loss scale, mean predictor
         reduces = self.target_reduces(targets, reduce, dipole)
         # (not saved: the hyperparameters hold them, and checkpoints keep the state dict of earlier versions)

@@ -13,6 +13,7 @@
 #   dimenetpp: PyG's DimeNet++ (the paper's QM9 size, 1.9 M weights) through eqgeo's pipeline (its neighbour list and
 #     triplets: PyG's own forward needs pyg-lib and torch_sparse), lr 1e-3 (the paper's; DIMENET_LR)
 #   eqgeo_conv_lmax1_scalar_mu (TARGET mu only): mu from a scalar readout instead of the dipole head
+# For mu, eqgeo's networks predict it with the dipole head (task.dipole=true), PyG's with a scalar readout.
 # Runs go to runs/budget_qm9/<target>/<run>/, their metrics.json and config.yaml to
 # experiments/qm9/results/budget_qm9/<target>/<run>/, the table to experiments/qm9/results/budget_qm9_<target>.md.
 set -euo pipefail
@@ -24,7 +25,8 @@ all="eqgeo_conv_lmax1 eqgeo_conv_lmax2 eqgeo_conv_lmax2_mb eqgeo_transformer sch
 case $target in
   gap) task="task.targets=[gap]" ;;
   U0) task="task.targets=[U0_atom] task.reduce=sum" ;;
-  mu) task="task.targets=[mu] task.dipole=true"; all="$all eqgeo_conv_lmax1_scalar_mu" ;;
+  mu) task="task.targets=[mu] task.dipole=true"; all="$all eqgeo_conv_lmax1_scalar_mu"
+      scalar_mu="task.dipole=false" ;;  # PyG's networks have no dipole head: they read mu out as a scalar
   *) echo "unknown target $target (gap, U0 or mu)" >&2; exit 2 ;;
 esac
 selected=${*:-$all}
@@ -37,10 +39,10 @@ declare -A models=(
   [eqgeo_conv_lmax2]="$size model.lmax=2 task.lr=2e-2"
   [eqgeo_conv_lmax2_mb]="$size model.lmax=2 model.correlation=3 task.lr=2e-2"
   [eqgeo_transformer]="model=transformer $size model.lmax=1 task.lr=${TRANSFORMER_LR:-2e-2}"
-  [schnet]="model=schnet task.lr=2e-3"
-  [visnet]="model=visnet task.lr=${VISNET_LR:-2e-3}"
-  [dimenetpp]="model=dimenetpp task.lr=${DIMENET_LR:-1e-3}"
-  [eqgeo_conv_lmax1_scalar_mu]="$size model.lmax=1 task.lr=2e-2 task.dipole=false"
+  [schnet]="model=schnet task.lr=2e-3 ${scalar_mu:-}"
+  [visnet]="model=visnet task.lr=${VISNET_LR:-2e-3} ${scalar_mu:-}"
+  [dimenetpp]="model=dimenetpp task.lr=${DIMENET_LR:-1e-3} ${scalar_mu:-}"
+  [eqgeo_conv_lmax1_scalar_mu]="$size model.lmax=1 task.lr=2e-2 ${scalar_mu:-}"
 )
 for run in $selected; do
   [ -n "${models[$run]+x}" ] || { echo "unknown run $run (one of: $all)" >&2; exit 2; }

@@ -97,6 +97,10 @@ def test_mu_from_the_dipole_head_trains_and_evaluates_like_the_run(tmp_path):
                               out["mu"].double())
     with pytest.raises(ValueError, match="task.dipole=true predicts 'mu' from the dipole head; task.targets"):
         train(_cfg(TINY + TINY_QM9 + ["task.targets=[gap]", "task.dipole=true"], tmp_path / "no_mu"))
+    with pytest.raises(ValueError, match="task.dipole=true needs a model with a dipole head .*SchNetBaseline.*'dipole'"
+                                         ".*task.dipole=false"):
+        train(_cfg(["model=schnet", "trainer.max_epochs=1"] + TINY_QM9 + ["task.targets=[mu]", "task.dipole=true"],
+                   tmp_path / "schnet"))
 
 
 @pytest.mark.slow
