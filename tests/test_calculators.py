@@ -295,3 +295,62 @@ def test_nve_drift_script(md17_run, tmp_path):
     assert result["std_ekin_mev_atom"] > 0
     assert result["max_abs_dev_mev_atom"] < 0.1 * result["std_ekin_mev_atom"], result
     assert "test force MAE in the run's metrics.json" in text
+
+
+def _script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "experiments" / "md" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_md_protocol_bond_watch_sees_a_broken_and_a_new_bond_and_nothing_else():
+    """experiments/md/md_protocol.py's bond criteria, shared by eqgeo's and MACE's MD runs: an O-H bond
+    stretched to 1.6 times the sum of covalent radii is broken, one stretched to 1.4 is not (control); two
+    H atoms of ethanol pushed within the sum of their radii form a new bond, the untouched molecule none."""
+    from ase.data import covalent_radii
+
+    protocol = _script("md_protocol")
+    atoms = molecule("CH3CH2OH")
+    watch = protocol.BondWatch(atoms, break_factor=1.5)
+    watch.check(atoms, 0.1)
+    assert watch.first_broken_ps is None and watch.first_new_ps is None
+    assert watch.summary(atoms)["bonds_kept_at_end"] == watch.summary(atoms)["bonds"] == 8  # C-C, C-O, O-H, 5 C-H
+    o = atoms.get_chemical_symbols().index("O")
+    h = min((i for i, s in enumerate(atoms.get_chemical_symbols()) if s == "H"), key=lambda i: atoms.get_distance(o, i))
+    bond = covalent_radii[8] + covalent_radii[1]
+    for factor, broken in ((1.4, None), (1.6, 0.2)):
+        stretched = atoms.copy()
+        stretched.set_distance(o, h, factor * bond, fix=0)
+        watch = protocol.BondWatch(atoms, break_factor=1.5)
+        watch.check(stretched, 0.2)
+        assert watch.first_broken_ps == broken and watch.max_stretch == pytest.approx(factor)
+        assert watch.summary(stretched)["bonds_kept_at_end"] == 8 - (broken is not None)
+    hs = [i for i, s in enumerate(atoms.get_chemical_symbols()) if s == "H"]
+    far = max(((i, j) for i in hs for j in hs if i < j), key=lambda p: atoms.get_distance(*p))
+    pushed = atoms.copy()
+    pushed.set_distance(*far, 0.9 * 2 * covalent_radii[1], fix=0.5)
+    watch = protocol.BondWatch(atoms, break_factor=1.5)
+    watch.check(pushed, 0.3)
+    assert watch.first_new_ps == 0.3
+
+
+@pytest.mark.slow  # trains a model
+def test_md_stability_script(md17_run, tmp_path):
+    """experiments/md/md_stability.py runs the NVT + NVE protocol end to end with a checkpoint and writes one
+    table row per temperature; MACE's rows need its venv, and asking for them without a model is an error."""
+    script = _script("md_stability")
+    out = tmp_path / "stability.md"
+    argv = [str(md17_run / "checkpoints" / "best.ckpt"), "--structure", str(MD17 / "test_MD.xyz"), "--temperatures",
+            "300", "600", "--ps", "0.01", "--nve-ps", "0.005", "--check-every", "5", "--speed-steps", "5"]
+    result = script.main(argv + ["--output", str(out)])
+    text = out.read_text()
+    assert list(result["results"]) == ["eqgeo"] and list(result["results"]["eqgeo"]) == [300.0, 600.0]
+    rows = [line for line in text.splitlines() if line.startswith("| eqgeo |")]
+    assert len(rows) == 2 and rows[0].startswith("| eqgeo | 300 |") and "| 8 / 8 |" in rows[0], text
+    assert result["results"]["eqgeo"][300.0]["steps"] == 20 and result["speed"]["eqgeo"] > 0
+    assert "MACE" not in text
+    with pytest.raises(SystemExit):
+        script.main(argv + ["--potentials", "mace"])

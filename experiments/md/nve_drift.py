@@ -28,24 +28,18 @@ import json
 import os
 import shlex
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from ase import units
-from ase.data import covalent_radii
 from ase.io import read
-from ase.md.velocitydistribution import Stationary, ZeroRotation
-from ase.md.verlet import VelocityVerlet
 
 from eqgeo.leaderboard import cpu_model
 from eqgeo.calculators import CHECKPOINT_WEIGHTS, EqgeoCalculator
 
-try:  # ASE >= 3.29
-    from ase.md.velocitydistribution import thermalize_momenta as _maxwell_boltzmann
-except ImportError:  # older ASE: the same distribution under its former name
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as _maxwell_boltzmann
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from md_protocol import bonded_pairs, drift_summary, run_nve  # noqa: E402  the protocol, shared with MACE's venv
+
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = Path(os.environ.get("EQGEO_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -77,58 +71,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if not args.structure.is_file():
         parser.error(f"structure file {args.structure} does not exist (set --structure or EQGEO_SHARED_DATA)")
     return args
-
-
-def bonded_pairs(atoms, factor: float = 1.2) -> int:
-    """Atom pairs closer than ``factor`` times the sum of their covalent radii (a molecule staying intact)."""
-    d = atoms.get_all_distances()
-    r = covalent_radii[atoms.numbers]
-    close = d < factor * (r[:, None] + r[None, :])
-    return int(np.triu(close, k=1).sum())
-
-
-def run_nve(atoms, steps: int, dt_fs: float, temperature: float, seed: int) -> dict:
-    """Velocity-Verlet NVE from Maxwell-Boltzmann velocities; energies per step and timing.
-
-    ``atoms`` must carry its calculator. Returns times (ps), potential / kinetic / total energy
-    (eV), temperature (K) at steps ``0..steps`` and the wall time per step (s).
-    """
-    _maxwell_boltzmann(atoms, temperature_K=temperature, rng=np.random.default_rng(seed))
-    Stationary(atoms)
-    ZeroRotation(atoms)
-    atoms.get_forces()  # warm-up outside the timing (first call compiles the native kernel)
-    record = {"epot": [], "ekin": [], "temperature": []}
-
-    def observe():
-        record["epot"].append(atoms.get_potential_energy())
-        record["ekin"].append(atoms.get_kinetic_energy())
-        record["temperature"].append(atoms.get_temperature())
-
-    dyn = VelocityVerlet(atoms, timestep=dt_fs * units.fs)
-    dyn.attach(observe, interval=1)
-    start = time.perf_counter()
-    dyn.run(steps)
-    wall = time.perf_counter() - start
-    out = {k: np.asarray(v, dtype=np.float64) for k, v in record.items()}
-    out["etot"] = out["epot"] + out["ekin"]
-    out["time_ps"] = np.arange(len(out["etot"])) * dt_fs * 1e-3
-    out["wall_per_step_s"] = wall / steps
-    return out
-
-
-def drift_summary(traj: dict, num_atoms: int) -> dict:
-    """Drift slope (meV/atom/ps, linear fit), max |E_tot - E_tot(0)| (meV/atom) and fluctuation scales."""
-    e = traj["etot"] / num_atoms * 1e3  # meV/atom
-    slope = float(np.polyfit(traj["time_ps"], e, 1)[0])
-    return {
-        "slope_mev_atom_ps": slope,
-        "max_abs_dev_mev_atom": float(np.max(np.abs(e - e[0]))),
-        "std_etot_mev_atom": float(np.std(e)),
-        "std_ekin_mev_atom": float(np.std(traj["ekin"] / num_atoms * 1e3)),
-        "temperature_mean_k": float(np.mean(traj["temperature"])),
-        "temperature_std_k": float(np.std(traj["temperature"])),
-        "finite": bool(np.all(np.isfinite(e))),
-    }
 
 
 def force_mae(calc: EqgeoCalculator, path: Path) -> tuple[float, int]:
