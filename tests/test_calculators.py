@@ -299,9 +299,11 @@ def test_nve_drift_script(md17_run, tmp_path):
 
 def _script(name: str):
     import importlib.util
+    import sys
 
     spec = importlib.util.spec_from_file_location(name, REPO / "experiments" / "md" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -354,3 +356,23 @@ def test_md_stability_script(md17_run, tmp_path):
     assert "MACE" not in text
     with pytest.raises(SystemExit):
         script.main(argv + ["--potentials", "mace"])
+
+
+def test_md_protocol_stops_at_the_first_broken_bond_only_when_asked():
+    """``stop_at_break``: a Lennard-Jones calculator with a 3 Å sigma blows ethanol apart within a few hundred
+    steps; the NVT run then ends at the check that saw the broken bond and its NVE is skipped. Control: without
+    the option the same run takes every step and ends with an NVE."""
+    from ase.calculators.lj import LennardJones
+
+    protocol = _script("md_protocol")
+    atoms = molecule("CH3CH2OH")
+    calc = LennardJones(sigma=3.0, epsilon=0.1, rc=10.0)
+    stopping = protocol.StabilityProtocol(temperatures=(300.0,), ps=1.0, nve_ps=0.01, check_every=5, stop_at_break=True)
+    row = protocol.run_stability(atoms, calc, stopping)[300.0]
+    assert row["stopped_at_break"] and row["nve"] is None and row["first_broken_ps"] is not None
+    assert row["steps"] < 2000 and row["steps"] % 5 == 0 and row["first_broken_ps"] == pytest.approx(row["steps"] * 0.5e-3)
+    assert "stopped at the break" in protocol.stability_table({"LJ": {300.0: row}})[-1]
+    full = protocol.run_stability(atoms, calc, protocol.StabilityProtocol(temperatures=(300.0,), ps=0.2, nve_ps=0.01,
+                                                                          check_every=5))[300.0]
+    assert not full["stopped_at_break"] and full["steps"] == 400 and full["nve"] is not None
+    assert full["first_broken_ps"] is not None  # it broke too, and ran on

@@ -35,13 +35,14 @@ def main() -> None:
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
     parser.add_argument("--check-every", type=int, default=defaults.check_every)
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--stop-at-break", action="store_true", help="end NVT at the first broken bond, skip its NVE")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     import mace
     from mace.calculators import MACECalculator
 
     protocol = StabilityProtocol(tuple(args.temperatures), args.ps, args.nve_ps, args.dt, args.friction,
-                                 args.check_every, args.break_factor, args.seed)
+                                 args.check_every, args.break_factor, args.seed, args.stop_at_break)
     start = read(args.structure)
     calc = MACECalculator(model_paths=args.model, device="cpu", default_dtype=args.dtype)
     out = {"steps_per_s": speed(start, calc, protocol, args.speed_steps), "steps": args.speed_steps,

@@ -92,11 +92,14 @@ class StabilityProtocol:
     check_every: int = 20
     break_factor: float = 1.5
     seed: int = 0
+    stop_at_break: bool = False  # end the NVT run at the first broken bond and skip its NVE
+
 
     def describe(self) -> str:
         return (f"NVT: {self.ps:g} ps at dt {self.dt:g} fs, friction {self.friction:g}/fs; bonds checked every "
                 f"{self.check_every} steps (broken beyond {self.break_factor:g} x the sum of covalent radii). "
-                f"NVE: {self.nve_ps:g} ps after it.")
+                f"NVE: {self.nve_ps:g} ps after it" + (", unless a bond broke: NVT stops at the first broken bond."
+                                                        if self.stop_at_break else "."))
 
 
 class BondWatch:
@@ -151,9 +154,12 @@ def run_nvt(atoms, protocol: StabilityProtocol, temperature: float) -> dict:
 
     dyn.attach(observe, interval=protocol.check_every)
     start = time.perf_counter()
-    dyn.run(steps)
+    for _ in dyn.irun(steps):
+        if protocol.stop_at_break and watch.first_broken_ps is not None:
+            break
     wall = time.perf_counter() - start
-    return {**watch.summary(atoms), "steps": steps, "steps_per_s": steps / wall,
+    return {**watch.summary(atoms), "steps": dyn.nsteps, "steps_per_s": dyn.nsteps / wall,
+            "stopped_at_break": dyn.nsteps < steps,
             "temperature_mean_k": float(np.mean(temperatures[len(temperatures) // 2:]))}
 
 
@@ -164,6 +170,9 @@ def run_stability(start, calc, protocol: StabilityProtocol) -> dict:
         atoms = start.copy()
         atoms.calc = calc
         nvt = run_nvt(atoms, protocol, temperature)
+        if nvt["stopped_at_break"]:  # a molecule in pieces: no NVE to judge
+            results[float(temperature)] = {**nvt, "nve": None}
+            continue
         nve = run_nve(atoms, int(round(protocol.nve_ps * 1000.0 / protocol.dt)), protocol.dt, temperature, protocol.seed)
         results[float(temperature)] = {**nvt, "nve": drift_summary(nve, len(atoms))}
     return results
@@ -189,8 +198,10 @@ def stability_table(rows: dict) -> list[str]:
         for temperature, r in results.items():
             broken = "none" if r["first_broken_ps"] is None else f"{r['first_broken_ps']:.2f} ps"
             new = "none" if r["first_new_bond_ps"] is None else f"{r['first_new_bond_ps']:.2f} ps"
+            nve = r["nve"]
+            drift = "stopped at the break" if nve is None else f"{nve['slope_mev_atom_ps']:+.3g}"
+            deviation = "-" if nve is None else f"{nve['max_abs_dev_mev_atom']:.3g}"
             lines.append(f"| {name} | {float(temperature):g} | {r['temperature_mean_k']:.0f} | {r['bonds_kept_at_end']} / "
-                         f"{r['bonds']} | {r['max_stretch']:.2f} | {broken} | {new} | "
-                         f"{r['nve']['slope_mev_atom_ps']:+.3g} | {r['nve']['max_abs_dev_mev_atom']:.3g} | "
+                         f"{r['bonds']} | {r['max_stretch']:.2f} | {broken} | {new} | {drift} | {deviation} | "
                          f"{r['steps_per_s']:.0f} |")
     return lines

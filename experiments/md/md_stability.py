@@ -62,6 +62,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--break-factor", type=float, default=1.5,
                         help="a bond is broken beyond this times the sum of covalent radii")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stop-at-break", action="store_true",
+                        help="end each NVT run at its first broken bond and skip its NVE (a molecule in pieces makes "
+                             "MACE's neighbour search slow down as its atoms spread)")
     parser.add_argument("--dtype", choices=sorted(_DTYPES), default="float64")
     parser.add_argument("--mace-model", type=Path, default=None, help="a MACE .model file: time MACE's calculator too")
     parser.add_argument("--potentials", nargs="+", choices=("eqgeo", "mace"), default=["eqgeo"],
@@ -82,7 +85,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def protocol(args) -> StabilityProtocol:
     return StabilityProtocol(tuple(args.temperatures), args.ps, args.nve_ps, args.dt, args.friction, args.check_every,
-                             args.break_factor, args.seed)
+                             args.break_factor, args.seed, args.stop_at_break)
 
 
 def run_mace(args, structure_frame: Path, stability: bool) -> dict:
@@ -94,7 +97,8 @@ def run_mace(args, structure_frame: Path, stability: bool) -> dict:
                "--temperatures", *map(str, p.temperatures), "--threads", str(torch.get_num_threads()),
                "--ps", str(p.ps), "--nve-ps", str(p.nve_ps), "--friction", str(p.friction),
                "--check-every", str(p.check_every), "--break-factor", str(p.break_factor), "--seed", str(p.seed),
-               "--dtype", args.dtype] + (["--stability"] if stability else [])
+               "--dtype", args.dtype]
+    command += (["--stability"] if stability else []) + (["--stop-at-break"] if p.stop_at_break else [])
     out = subprocess.run(command, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
