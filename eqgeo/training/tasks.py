@@ -270,6 +270,20 @@ class _Task(RecordedTask):
         self._step(batch, "test")
 
 
+def _takes_argument(target, name: str) -> bool:
+    """Whether the model class ``target`` (a ``_target_`` string) takes the argument ``name``; True when the class
+    cannot be resolved here, so that :func:`instantiate_model` reports that error."""
+    import inspect
+
+    from hydra.utils import get_class
+
+    try:
+        parameters = inspect.signature(get_class(target)).parameters
+    except Exception:  # noqa: BLE001  an unknown _target_: instantiate_model says so
+        return True
+    return name in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+
+
 class PropertyTask(_Task):
     """Graph properties (QM9): L1 or L2 loss on normalised targets, MAE in the targets' units.
 
@@ -325,14 +339,11 @@ class PropertyTask(_Task):
         self.units = {t: target_units[c] for t, c in zip(targets, self.columns)}
         scalars = scalar_targets(targets, dipole)
         extra = {"dipole": True} if dipole else {}
-        try:
-            self.model = self.build_model(model, num_targets=len(scalars), reduce=reduce, **extra)
-        except ValueError as error:
-            if dipole and "'dipole'" in str(error):
-                raise ValueError(f"task.dipole=true needs a model with a dipole head (eqgeo's PropertyModel); "
-                                 f"{error}. Set task.dipole=false to predict {DIPOLE_TARGET!r} with a scalar "
-                                 f"readout") from None
-            raise
+        if dipole and not _takes_argument(model.get("_target_"), "dipole"):
+            raise ValueError(f"task.dipole=true needs a model with a dipole head (eqgeo's PropertyModel); "
+                             f"{model.get('_target_')} takes no 'dipole' argument. Set task.dipole=false to predict "
+                             f"{DIPOLE_TARGET!r} with a scalar readout")
+        self.model = self.build_model(model, num_targets=len(scalars), reduce=reduce, **extra)
         # every target's statistics (the model holds those of its scalar readouts): loss scale, mean predictor
         reduces = self.target_reduces(targets, reduce, dipole)
         # (not saved: the hyperparameters hold them, and checkpoints keep the state dict of earlier versions)

@@ -23,12 +23,15 @@ except ImportError:  # older ASE: the same distribution under its former name
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as _maxwell_boltzmann
 
 
+def _bonded(atoms, factor: float = 1.2) -> np.ndarray:
+    """Upper-triangle mask of the atom pairs closer than ``factor`` times the sum of their covalent radii."""
+    r = covalent_radii[atoms.numbers]
+    return np.triu(atoms.get_all_distances() < factor * (r[:, None] + r[None, :]), k=1)
+
+
 def bonded_pairs(atoms, factor: float = 1.2) -> int:
     """Atom pairs closer than ``factor`` times the sum of their covalent radii (a molecule staying intact)."""
-    d = atoms.get_all_distances()
-    r = covalent_radii[atoms.numbers]
-    close = d < factor * (r[:, None] + r[None, :])
-    return int(np.triu(close, k=1).sum())
+    return int(_bonded(atoms, factor).sum())
 
 
 def thermalize(atoms, temperature: float, seed: int) -> None:
@@ -94,7 +97,6 @@ class StabilityProtocol:
     seed: int = 0
     stop_at_break: bool = False  # end the NVT run at the first broken bond and skip its NVE
 
-
     def describe(self) -> str:
         return (f"NVT: {self.ps:g} ps at dt {self.dt:g} fs, friction {self.friction:g}/fs; bonds checked every "
                 f"{self.check_every} steps (broken beyond {self.break_factor:g} x the sum of covalent radii). "
@@ -110,11 +112,10 @@ class BondWatch:
     def __init__(self, atoms, break_factor: float) -> None:
         radii = covalent_radii[atoms.numbers]
         self.reference = radii[:, None] + radii[None, :]
-        d = atoms.get_all_distances()
-        self.bonded = np.triu(d < 1.2 * self.reference, k=1)
-        self.others = np.triu(~(d < 1.2 * self.reference), k=1)
+        self.bonded = _bonded(atoms)
+        self.others = np.triu(~self.bonded, k=1)
         self.break_factor = break_factor
-        self.max_stretch = float((d / self.reference)[self.bonded].max())
+        self.max_stretch = float((atoms.get_all_distances() / self.reference)[self.bonded].max())
         self.first_broken_ps = self.first_new_ps = None
 
     def check(self, atoms, time_ps: float) -> None:
