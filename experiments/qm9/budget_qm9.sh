@@ -14,6 +14,8 @@
 #     triplets: PyG's own forward needs pyg-lib and torch_sparse), lr 1e-3 (the paper's; DIMENET_LR)
 #   eqgeo_conv_lmax1_scalar_mu (TARGET mu only): mu from a scalar readout instead of the dipole head
 # For mu, eqgeo's networks predict it with the dipole head (task.dipole=true), PyG's with a scalar readout.
+# SEED=N (default: the config's seed, 0) trains other initial weights and batch orders on the same split
+#   (seed=N data.seed=0); such runs are named <run>_seedN, beside the seed-0 runs in the same table.
 # Runs go to runs/budget_qm9/<target>/<run>/, their metrics.json and config.yaml to
 # experiments/qm9/results/budget_qm9/<target>/<run>/, the table to experiments/qm9/results/budget_qm9_<target>.md.
 set -euo pipefail
@@ -30,6 +32,13 @@ case $target in
   *) echo "unknown target $target (gap, U0 or mu)" >&2; exit 2 ;;
 esac
 selected=${*:-$all}
+seed_args=""
+suffix=""
+if [ -n "${SEED:-}" ]; then
+  [[ $SEED =~ ^[0-9]+$ ]] || { echo "SEED must be a non-negative integer, got '$SEED'" >&2; exit 2; }
+  seed_args="seed=$SEED data.seed=0"  # the split stays the seed-0 one: only weights and batch order change
+  suffix="_seed$SEED"
+fi
 runs=runs/budget_qm9/$target
 results=experiments/qm9/results/budget_qm9/$target
 budget="experiment=qm9_10k trainer.max_time=00:00:$(printf %02d "$minutes"):00 trainer.enable_progress_bar=false"
@@ -46,19 +55,20 @@ declare -A models=(
 )
 for run in $selected; do
   [ -n "${models[$run]+x}" ] || { echo "unknown run $run (one of: $all)" >&2; exit 2; }
-  rm -rf "$runs/$run"
-  echo "== $target $run: start $(date -u +%H:%M) UTC, load $(cut -d' ' -f1-3 /proc/loadavg)"
-  if ! eqgeo-train $budget $task ${models[$run]} hydra.run.dir="$runs/$run"; then
-    echo "== $target $run: FAILED (its results are not updated); going on with the next run" >&2
+  name=$run$suffix
+  rm -rf "$runs/$name"
+  echo "== $target $name: start $(date -u +%H:%M) UTC, load $(cut -d' ' -f1-3 /proc/loadavg)"
+  if ! eqgeo-train $budget $task ${models[$run]} $seed_args hydra.run.dir="$runs/$name"; then
+    echo "== $target $name: FAILED (its results are not updated); going on with the next run" >&2
     continue
   fi
-  keep_results "$runs/$run" "$results/$run"
-  echo "== $target $run: end $(date -u +%H:%M) UTC, load $(cut -d' ' -f1-3 /proc/loadavg)"
+  keep_results "$runs/$name" "$results/$name"
+  echo "== $target $name: end $(date -u +%H:%M) UTC, load $(cut -d' ' -f1-3 /proc/loadavg)"
 done
 {
   echo "# QM9 $target at an equal wall-clock budget ($minutes minutes)"
   echo
-  echo "Command: \`bash experiments/qm9/budget_qm9.sh $minutes $target\` at commit $(git rev-parse --short HEAD)."
+  echo "Command: \`${SEED:+SEED=$SEED }bash experiments/qm9/budget_qm9.sh $minutes $target\` at commit $(git rev-parse --short HEAD)."
   echo "Machine: $(nproc --all) CPU cores ($(lscpu | sed -n 's/^Model name: *//p')), one run after the other."
   echo
   eqgeo-leaderboard $results | sed '1,2d'
