@@ -124,11 +124,22 @@ class _PyGBaseline(torch.nn.Module):
         cutoff: float,
         max_num_neighbors: Optional[int],
         avg_num_neighbors: Optional[float],
+        dipole: bool = False,
     ) -> None:
         super().__init__()
         name = type(self).__name__
         if mode not in MODES:
             raise ValueError(f"{name}: mode must be one of {MODES}, got {mode!r}")
+        if dipole and mode != "property":
+            raise ValueError(f"{name}: dipole=True is for mode='property', not mode={mode!r}")
+        if dipole and num_targets not in (None, 0):
+            raise ValueError(
+                f"{name}: with dipole=True the network predicts the dipole moment mu alone (PyG's dipole mode "
+                f"returns only its norm), so num_targets must be 0, got {num_targets}: train the other targets in "
+                f"another run, or set task.dipole=false to read mu out as a scalar beside them"
+            )
+        #: predict the dipole moment from per-atom charges (PyG's ``dipole=True``) instead of graph scalars
+        self.dipole = bool(dipole)
         species = [int(z) for z in species]
         if not species or len(set(species)) != len(species) or not all(1 <= z < _MAX_Z for z in species):
             raise ValueError(f"{name}: species must be distinct atomic numbers 1..{_MAX_Z - 1} (PyG's table), got {species}")
@@ -142,16 +153,16 @@ class _PyGBaseline(torch.nn.Module):
         self.register_buffer("atomic_numbers", torch.tensor(species, dtype=torch.long))
         self.register_buffer("type_of", table, persistent=False)
         if mode == "property":
-            num_targets = 1 if num_targets is None else int(num_targets)
+            num_targets = (0 if dipole else 1) if num_targets is None else int(num_targets)
             reduce = "sum" if reduce is None else reduce
             reduces = [reduce] * num_targets if isinstance(reduce, str) else list(reduce)
-            if num_targets < 1 or len(reduces) != num_targets or any(r not in _REDUCES for r in reduces):
+            if num_targets < (0 if dipole else 1) or len(reduces) != num_targets or any(r not in _REDUCES for r in reduces):
                 raise ValueError(
                     f"{name}: num_targets must be >= 1 and reduce one of {_REDUCES} or one per target, got "
                     f"num_targets={num_targets}, reduce={reduce!r}"
                 )
             self.num_targets, self.reduces = num_targets, reduces
-            self.num_outputs = num_targets
+            self.num_outputs = 1 if dipole else num_targets  # with dipole: one charge per atom
             self.register_buffer("target_mean", torch.zeros(num_targets, dtype=torch.float64))
             self.register_buffer("target_std", torch.ones(num_targets))
             self.register_buffer("sum_mask", torch.tensor([r == "sum" for r in reduces]), persistent=False)
@@ -242,7 +253,8 @@ class _PyGBaseline(torch.nn.Module):
     def forward(self, data, compute_forces: Optional[bool] = None) -> dict[str, Tensor]:
         """Outputs of a ``Data``/``Batch`` of molecules (``z``, ``pos``, ``batch``; no ``edge_index``).
 
-        ``mode="property"``: ``{"y": (G, num_targets)}`` in float64, as :class:`PropertyModel`.
+        ``mode="property"``: ``{"y": (G, num_targets)}`` in float64, as :class:`PropertyModel`; with
+        ``dipole=True`` (SchNet): ``{"y": (G, 0), "mu": (G,)}``, the dipole moment's norm in float64.
         ``mode="energy"``: ``{"energy": (G,)}`` in float64 and ``"forces"`` ``(N, 3)`` =
         ``-dE/dpos`` (unless ``compute_forces=False``), built with ``create_graph=True`` in training
         mode, by the same :func:`~eqgeo.models.energy_and_forces` as :class:`InteratomicPotential`.
@@ -253,6 +265,9 @@ class _PyGBaseline(torch.nn.Module):
         if self.mode == "property":
             if compute_forces:
                 raise ValueError("compute_forces is for mode='energy'")
+            if self.dipole:
+                mu = self._graph_outputs(z, pos, batch, num_graphs)[:, 0].to(torch.float64)
+                return {"y": mu.new_zeros(num_graphs, 0), "mu": mu}
             return {"y": self._property(z, pos, batch, num_graphs)}
         return self._energy(z, pos, batch, num_graphs, types, True if compute_forces is None else compute_forces)
 
@@ -275,7 +290,9 @@ class _PyGBaseline(torch.nn.Module):
 
     def __repr__(self) -> str:
         n = sum(p.numel() for p in self.parameters())
-        if self.mode == "property":
+        if self.mode == "property" and self.dipole:
+            what = "the dipole moment (charges times positions)"
+        elif self.mode == "property":
             what = f"{self.num_targets} targets ({'/'.join(sorted(set(self.reduces)))})"
         else:
             what = "energy and forces"
@@ -314,6 +331,12 @@ class SchNetBaseline(_PyGBaseline):
             keeps the first found).
         avg_num_neighbors: accepted for ``eqgeo-train``'s uniform interface; not used (SchNet's
             messages are plain sums).
+        dipole: predict the dipole moment ``mu`` (alone: ``num_targets`` 0) as SchNet's paper does, with
+            PyG's ``SchNet(dipole=True)``: one charge :math:`q_i` per atom and
+            :math:`\mu = \lVert\sum_i q_i (\mathbf r_i - \mathbf r_\mathrm{cm})\rVert` about the centre of
+            mass (charges not constrained to sum to zero), returned as ``out["mu"]`` (``task.dipole=true``).
+            No target statistics are applied to it. Invariant under rotations, reflections,
+            translations and permutations.
 
     Example:
         >>> import torch
@@ -339,11 +362,12 @@ class SchNetBaseline(_PyGBaseline):
         cutoff: float = 5.0,
         max_num_neighbors: Optional[int] = None,
         avg_num_neighbors: Optional[float] = None,
+        dipole: bool = False,
     ) -> None:
-        super().__init__(species, mode, num_targets, reduce, cutoff, max_num_neighbors, avg_num_neighbors)
+        super().__init__(species, mode, num_targets, reduce, cutoff, max_num_neighbors, avg_num_neighbors, dipole)
         self.net = SchNet(
             hidden_channels=hidden_channels, num_filters=num_filters, num_interactions=num_interactions,
-            num_gaussians=num_gaussians, cutoff=cutoff, readout="add",
+            num_gaussians=num_gaussians, cutoff=cutoff, readout="add", dipole=dipole,
             interaction_graph=NeighborListInteractionGraph(cutoff, max_num_neighbors),
         )
         if self.num_outputs != 1:

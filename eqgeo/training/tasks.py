@@ -340,9 +340,9 @@ class PropertyTask(_Task):
         scalars = scalar_targets(targets, dipole)
         extra = {"dipole": True} if dipole else {}
         if dipole and not _takes_argument(model.get("_target_"), "dipole"):
-            raise ValueError(f"task.dipole=true needs a model with a dipole head (eqgeo's PropertyModel); "
-                             f"{model.get('_target_')} takes no 'dipole' argument. Set task.dipole=false to predict "
-                             f"{DIPOLE_TARGET!r} with a scalar readout")
+            raise ValueError(f"task.dipole=true needs a model with a dipole head (eqgeo's PropertyModel; "
+                             f"SchNetBaseline's charges); {model.get('_target_')} takes no 'dipole' argument. Set "
+                             f"task.dipole=false to predict {DIPOLE_TARGET!r} with a scalar readout")
         self.model = self.build_model(model, num_targets=len(scalars), reduce=reduce, **extra)
         # every target's statistics (the model holds those of its scalar readouts): loss scale, mean predictor
         reduces = self.target_reduces(targets, reduce, dipole)

@@ -13,7 +13,10 @@
 #   dimenetpp: PyG's DimeNet++ (the paper's QM9 size, 1.9 M weights) through eqgeo's pipeline (its neighbour list and
 #     triplets: PyG's own forward needs pyg-lib and torch_sparse), lr 1e-3 (the paper's; DIMENET_LR)
 #   eqgeo_conv_lmax1_scalar_mu (TARGET mu only): mu from a scalar readout instead of the dipole head
-# For mu, eqgeo's networks predict it with the dipole head (task.dipole=true), PyG's with a scalar readout.
+#   schnet_charges_mu (TARGET mu only): SchNet with PyG's dipole mode, mu = |sum_i q_i (r_i - r_cm)| from one charge
+#     per atom, as SchNet's paper predicts it (not in the default list: added after the first mu runs)
+# For mu, eqgeo's networks predict it with the dipole head (task.dipole=true), PyG's with a scalar readout
+# (schnet_charges_mu: from charges).
 # SEED=N (default: the config's seed, 0) trains other initial weights and batch orders on the same split
 #   (seed=N data.seed=0); such runs are named <run>_seedN, beside the seed-0 runs in the same table.
 # Runs go to runs/budget_qm9/<target>/<run>/, their metrics.json and config.yaml to
@@ -52,9 +55,13 @@ declare -A models=(
   [visnet]="model=visnet task.lr=${VISNET_LR:-2e-3} ${scalar_mu:-}"
   [dimenetpp]="model=dimenetpp task.lr=${DIMENET_LR:-1e-3} ${scalar_mu:-}"
   [eqgeo_conv_lmax1_scalar_mu]="$size model.lmax=1 task.lr=2e-2 ${scalar_mu:-}"
+  [schnet_charges_mu]="model=schnet task.lr=2e-3"
 )
-for run in $selected; do
+for run in $selected; do  # every name checked before the first run starts
   [ -n "${models[$run]+x}" ] || { echo "unknown run $run (one of: $all)" >&2; exit 2; }
+  if [[ $run == *_mu && $target != mu ]]; then echo "run $run is for TARGET mu only" >&2; exit 2; fi
+done
+for run in $selected; do
   name=$run$suffix
   rm -rf "$runs/$name"
   echo "== $target $name: start $(date -u +%H:%M) UTC, load $(cut -d' ' -f1-3 /proc/loadavg)"

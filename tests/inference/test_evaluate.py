@@ -97,10 +97,24 @@ def test_mu_from_the_dipole_head_trains_and_evaluates_like_the_run(tmp_path):
                               out["mu"].double())
     with pytest.raises(ValueError, match="task.dipole=true predicts 'mu' from the dipole head; task.targets"):
         train(_cfg(TINY + TINY_QM9 + ["task.targets=[gap]", "task.dipole=true"], tmp_path / "no_mu"))
-    with pytest.raises(ValueError, match="task.dipole=true needs a model with a dipole head .*SchNetBaseline.*'dipole'"
+    with pytest.raises(ValueError, match="task.dipole=true needs a model with a dipole head .*ViSNetBaseline.*'dipole'"
                                          ".*task.dipole=false"):
-        train(_cfg(["model=schnet", "trainer.max_epochs=1"] + TINY_QM9 + ["task.targets=[mu]", "task.dipole=true"],
-                   tmp_path / "schnet"))
+        train(_cfg(["model=visnet", "trainer.max_epochs=1"] + TINY_QM9 + ["task.targets=[mu]", "task.dipole=true"],
+                   tmp_path / "visnet"))
+    # SchNet predicts mu from its charges (PyG's dipole mode), alone: with a second target it says what to do
+    schnet = ["model=schnet", "model.hidden_channels=16", "model.num_filters=16", "model.num_interactions=2",
+              "trainer.max_epochs=1"] + TINY_QM9
+    with pytest.raises(ValueError, match="SchNetBaseline: with dipole=True .* num_targets must be 0, got 1"):
+        train(_cfg(schnet + ["task.targets=[gap,mu]", "task.dipole=true"], tmp_path / "schnet_two"))
+    metrics = train(_cfg(schnet + ["task.targets=[mu]", "task.dipole=true"], tmp_path / "schnet"))
+    assert metrics["model"]["class"] == "SchNetBaseline" and metrics["test"]["mu_mae"]["unit"] == "D"
+    assert 0 < metrics["test"]["mu_mae"]["value"] < 10 * metrics["test"]["mu_mean_predictor_mae"]["value"]
+    best = tmp_path / "schnet" / "checkpoints" / "best.ckpt"
+    state = torch.load(best, weights_only=True)["state_dict"]
+    assert state["model.target_std"].shape == (0,) and "model.net.atomic_mass" in state
+    assert load_model(best).dipole
+    result = evaluate(best, "qm9:test", tmp_path / "schnet_eval")
+    assert result["test"]["mu_mae"]["value"] == pytest.approx(metrics["test"]["mu_mae"]["value"], rel=1e-4)
 
 
 @pytest.mark.slow

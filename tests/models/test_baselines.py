@@ -13,6 +13,7 @@ import eqgeo.models.baselines as baselines
 from eqgeo.inference.checkpoint import instantiate_model
 from eqgeo.models import DimeNetPPBaseline, InteratomicPotential, PropertyModel, SchNetBaseline, ViSNetBaseline
 from eqgeo.models.baselines import NeighborListDistance, NeighborListInteractionGraph, triplets
+from eqgeo.testing import assert_equivariant
 
 from ._mixin import GRAPH, NODE, EnergyModelTests, ModelTestsMixin, random_molecules
 
@@ -30,12 +31,14 @@ HYPER = {
 
 def _model(cls, mode, dtype, perturb=0.2, **kwargs):
     """A small baseline with PyG's initial weights plus noise (PyG starts every bias at zero)."""
-    if mode == "property":
+    if mode == "property" and not kwargs.get("dipole"):
         kwargs = {"num_targets": 2, "reduce": ["sum", "mean"], **kwargs}
     model = cls(SPECIES, mode, cutoff=CUTOFF, avg_num_neighbors=3.0, **HYPER[cls], **kwargs).to(dtype).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(perturb * torch.randn_like(p))
+    if kwargs.get("dipole"):
+        return model
     if mode == "property":
         model.set_statistics(MEANS, STDS)
     else:
@@ -129,6 +132,67 @@ class TestSchNetEnergy(_EnergyTests):
 
 class TestSchNetProperty(_PropertyTests):
     cls = SchNetBaseline
+
+
+def _charges(model, data):
+    """``(mu, q)``: the SchNet dipole model's output and the per-atom charges its ``lin2`` gave on the way."""
+    seen = []
+    handle = model.net.lin2.register_forward_hook(lambda module, inputs, output: seen.append(output[:, 0]))
+    try:
+        out = model(data)
+    finally:
+        handle.remove()
+    return out["mu"], seen[0]
+
+
+class TestSchNetDipole(_BaselineTests):
+    """SchNet's dipole mode (``dipole=True``, PyG's ``SchNet(dipole=True)``): mu from per-atom charges."""
+
+    cls = SchNetBaseline
+    mode = "property"
+    extra = {"dipole": True}
+    outputs = {"mu": (GRAPH, "0e")}
+    statistics = ("target_mean", "target_std")  # empty: no scalar targets, none applied to mu
+
+    def check_isolated(self, model, data, out):
+        """An isolated atom's charge is the charge it has alone."""
+        _, q = _charges(model, data)
+        alone = torch.cat([_charges(model, Data(z=data.z[i : i + 1], pos=data.pos[i : i + 1]))[1]
+                           for i in range(data.num_nodes)])
+        torch.testing.assert_close(q, alone)
+
+    def test_mu_is_the_norm_of_charges_times_positions_about_the_centre_of_mass(self):
+        model = self.make_model(torch.float64)
+        data = Batch.from_data_list(self.make_graphs(torch.float64))
+        mu, q = _charges(model, data)
+        mass = model.net.atomic_mass[data.z].to(torch.float64)[:, None]
+        n = data.num_graphs
+        centre = torch.zeros(n, 3, dtype=torch.float64).index_add(0, data.batch, mass * data.pos)
+        centre = centre / torch.zeros(n, 1, dtype=torch.float64).index_add(0, data.batch, mass)
+        dipole = torch.zeros(n, 3, dtype=torch.float64).index_add(0, data.batch, q[:, None] * (data.pos - centre[data.batch]))
+        torch.testing.assert_close(mu, dipole.norm(dim=-1), atol=1e-12, rtol=1e-12)
+        out = model(data)
+        assert out["y"].shape == (n, 0) and mu.dtype == torch.float64
+        # negative control: the charges do not sum to zero, so the same sum about the origin is another number,
+        # and one that moves with the molecule
+        total = torch.zeros(n, dtype=torch.float64).index_add(0, data.batch, q)
+        assert total.abs().min() > 1e-3
+        raw = torch.zeros(n, 3, dtype=torch.float64).index_add(0, data.batch, q[:, None] * data.pos).norm(dim=-1)
+        shifted = torch.zeros(n, 3, dtype=torch.float64).index_add(0, data.batch, q[:, None] * (data.pos + 1.0)).norm(dim=-1)
+        assert (raw - mu).abs().min() > 1e-3 and (raw - shifted).abs().min() > 1e-3
+
+    def test_equivariance_check_catches_a_translation_dependent_mu(self):
+        """Negative control: the symmetry check fails on mu plus a small term that moves with the molecule."""
+        model = self.make_model(torch.float64)
+        data = Batch.from_data_list(self.make_graphs(torch.float64))
+
+        def f(pos):
+            d = data.clone()
+            d.pos = pos
+            return (model(d)["mu"][:, None] + 1e-4 * pos[:, 0].sum(),)
+
+        with pytest.raises(AssertionError, match="translation"):
+            assert_equivariant(f, [data.pos], ["cartesian_points"], ["0e"], tolerance=1e-9, ntrials=2)
 
 
 class TestViSNetEnergy(_EnergyTests):
@@ -266,6 +330,15 @@ def test_property_mode_equals_pyg_model_on_brute_force_neighbours(cls):
     torch.testing.assert_close(model(data)["y"], expected, atol=1e-12, rtol=1e-12)
 
 
+def test_schnet_dipole_mode_equals_pyg_dipole_model_on_brute_force_neighbours():
+    model = _model(SchNetBaseline, "property", torch.float64, dipole=True)
+    ref = SchNet(cutoff=CUTOFF, interaction_graph=_brute_interaction_graph, dipole=True, **HYPER[SchNetBaseline])
+    ref = ref.to(torch.float64).eval()
+    ref.load_state_dict(model.net.state_dict())
+    data = Batch.from_data_list(_molecules(torch.float64))
+    torch.testing.assert_close(model(data)["mu"], ref(data.z, data.pos, data.batch)[:, 0], atol=1e-12, rtol=1e-12)
+
+
 @pytest.mark.parametrize("cls", [SchNetBaseline, ViSNetBaseline], ids=["schnet", "visnet"])
 def test_energy_mode_equals_pyg_model_on_brute_force_neighbours(cls):
     model = _model(cls, "energy", torch.float64)
@@ -351,6 +424,10 @@ def test_clear_errors():
         ViSNetBaseline(SPECIES, "energy", num_targets=2)
     with pytest.raises(ValueError, match="mode must be one of"):
         ViSNetBaseline(SPECIES, "forces")
+    with pytest.raises(ValueError, match="dipole=True is for mode='property', not mode='energy'"):
+        SchNetBaseline(SPECIES, "energy", dipole=True)
+    with pytest.raises(ValueError, match="predicts the dipole moment mu alone .* num_targets must be 0, got 2"):
+        SchNetBaseline(SPECIES, "property", num_targets=2, dipole=True)
 
 
 def test_trailing_empty_graph_gets_the_statistics_of_zero_atoms():
