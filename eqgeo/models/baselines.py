@@ -153,12 +153,13 @@ class _PyGBaseline(torch.nn.Module):
         self.register_buffer("atomic_numbers", torch.tensor(species, dtype=torch.long))
         self.register_buffer("type_of", table, persistent=False)
         if mode == "property":
-            num_targets = (0 if dipole else 1) if num_targets is None else int(num_targets)
+            least = 0 if dipole else 1  # with dipole the charges predict mu, no graph scalar
+            num_targets = least if num_targets is None else int(num_targets)
             reduce = "sum" if reduce is None else reduce
             reduces = [reduce] * num_targets if isinstance(reduce, str) else list(reduce)
-            if num_targets < (0 if dipole else 1) or len(reduces) != num_targets or any(r not in _REDUCES for r in reduces):
+            if num_targets < least or len(reduces) != num_targets or any(r not in _REDUCES for r in reduces):
                 raise ValueError(
-                    f"{name}: num_targets must be >= 1 and reduce one of {_REDUCES} or one per target, got "
+                    f"{name}: num_targets must be >= {least} and reduce one of {_REDUCES} or one per target, got "
                     f"num_targets={num_targets}, reduce={reduce!r}"
                 )
             self.num_targets, self.reduces = num_targets, reduces
